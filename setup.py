@@ -1,0 +1,42 @@
+"""Packaging for allmrec-hf."""
+
+import os
+
+from setuptools import find_packages, setup
+
+HERE = os.path.abspath(os.path.dirname(__file__))
+README = os.path.join(HERE, "README.md")
+
+long_description = ""
+if os.path.exists(README):
+    with open(README, encoding="utf-8") as fh:
+        long_description = fh.read()
+
+TEST_REQUIRES = ["pytest", "ruff"]
+GGUF_REQUIRES = ["gguf>=0.10"]
+
+setup(
+    name="allmrec-hf",
+    version="0.1.0",
+    description="A-LLMRec (LLM-based recommendation) on Hugging Face transformers",
+    long_description=long_description,
+    long_description_content_type="text/markdown",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    include_package_data=False,
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.4",
+        "transformers>=5.0,<6",
+        "accelerate>=1.0",
+        "safetensors>=0.4",
+        "huggingface_hub>=1.0",
+        "numpy>=1.24",
+        "tqdm",
+    ],
+    extras_require={
+        "test": TEST_REQUIRES,
+        "gguf": GGUF_REQUIRES,
+        "dev": TEST_REQUIRES + GGUF_REQUIRES,
+    },
+)
