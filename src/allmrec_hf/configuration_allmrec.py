@@ -1,0 +1,161 @@
+"""Configurations of the A-LLMRec aligner (stage 1) and of the full model around a causal LM (stage 2)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from .configuration_sasrec import SASRecConfig, _check_positive
+
+# CF encoders shipped with this package, by `model_type`. Resolved here (not through `AutoConfig`) so that a
+# checkpoint loads with `trust_remote_code=True` in a process that never imported `allmrec_hf`.
+CF_CONFIG_CLASSES: dict[str, type[PreTrainedConfig]] = {"sasrec": SASRecConfig}
+
+# all-MiniLM-L6-v2's shape: the default sentence encoder.
+MINILM_L6_KWARGS = {
+    "vocab_size": 30522,
+    "hidden_size": 384,
+    "num_hidden_layers": 6,
+    "num_attention_heads": 12,
+    "intermediate_size": 1536,
+    "max_position_embeddings": 512,
+}
+
+
+def _resolve_cf_config(cf_config: dict | PreTrainedConfig | None) -> PreTrainedConfig:
+    if isinstance(cf_config, PreTrainedConfig):
+        return cf_config
+    cf_config = dict(cf_config or {})
+    model_type = cf_config.pop("model_type", "sasrec")
+    if model_type in CF_CONFIG_CLASSES:
+        return CF_CONFIG_CLASSES[model_type](**cf_config)
+    return AutoConfig.for_model(model_type, **cf_config)
+
+
+class ALLMRecAlignerConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`ALLMRecAlignerModel`]: the frozen CF encoder plus stage 1's collaborative-text alignment
+    (an item autoencoder, a text autoencoder and a trainable sentence encoder).
+
+    Args:
+        cf_config (`dict` or `PreTrainedConfig`): The CF encoder's configuration (default: [`SASRecConfig`]).
+        text_encoder_config (`dict` or `PreTrainedConfig`): The sentence encoder's configuration, any `AutoModel`
+            encoder (default: BERT shaped like all-MiniLM-L6-v2).
+        text_encoder_name_or_path (`str`): Where the sentence encoder's pretrained weights come from when the
+            aligner is first built (Hub id or local folder).
+        latent_size (`int`, defaults to 128): Size of the joint item latent e_i and of the text latent q_i.
+        alpha (`float`, defaults to 0.5): Weight of the item reconstruction loss.
+        beta (`float`, defaults to 0.5): Weight of the text reconstruction loss (the paper used 0.2 on Beauty/Toys).
+
+    Example:
+
+    ```python
+    >>> from allmrec_hf import ALLMRecAlignerConfig, SASRecConfig
+    >>> config = ALLMRecAlignerConfig(cf_config=SASRecConfig(num_items=50, hidden_size=32), latent_size=16)
+    >>> config.cf_config.hidden_size, config.text_encoder_config.hidden_size
+    (32, 384)
+    ```
+    """
+
+    model_type = "allmrec_aligner"
+    sub_configs_defaults = {
+        "text_encoder_config": SubConfigSpec(config_class=AutoConfig, model_type="bert", init_kwargs=MINILM_L6_KWARGS),
+    }
+
+    cf_config: dict | PreTrainedConfig | None = None
+    text_encoder_config: dict | PreTrainedConfig | None = None
+    text_encoder_name_or_path: str = "sentence-transformers/all-MiniLM-L6-v2"
+    latent_size: int = 128
+    alpha: float = 0.5
+    beta: float = 0.5
+
+    def __post_init__(self, **kwargs):
+        self.cf_config = _resolve_cf_config(self.cf_config)
+        super().__post_init__(**kwargs)
+        _check_positive(self, "latent_size")
+        for name in ("alpha", "beta"):
+            if float(getattr(self, name)) < 0:
+                raise ValueError(f"ALLMRecAlignerConfig.{name} must be >= 0, got {getattr(self, name)!r}.")
+
+    @property
+    def sub_configs(self):  # cf_config is a sub-config too (serialised and given the attention settings)
+        return {"cf_config": type(self.cf_config), "text_encoder_config": AutoConfig}
+
+
+class ALLMRecConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`ALLMRecForConditionalGeneration`]: the aligner, two projectors and a frozen causal LM.
+
+    Args:
+        aligner_config (`dict` or [`ALLMRecAlignerConfig`]): Stage 1's configuration (holds the CF config).
+        text_config (`dict` or `PreTrainedConfig`): The causal LM's configuration (any `AutoModelForCausalLM`).
+        base_model_name_or_path (`str`, *optional*): Where the frozen LM's weights come from (Hub id or local
+            folder). Checkpoints do not copy the LM; `from_pretrained` loads it from here.
+        base_model_revision (`str`, *optional*): The LM's revision on the Hub.
+        user_token_id, history_token_id, candidate_token_id (`int`, *optional*): Ids of the placeholder tokens
+            `[UserRep]`, `[HistoryEmb]` and `[CandidateEmb]` in the processor's tokenizer.
+        user_projector_hidden_act (`str`, defaults to `"leaky_relu"`): Activation of the user projector F_U.
+        item_projector_hidden_act (`str`, defaults to `"gelu"`): Activation of the item projector F_I.
+        item_embedding_source (`str`, defaults to `"cf"`): Which item latent feeds F_I: `"cf"` (e_i, from the CF
+            embedding) or `"text"` (q_i, from the item text: the paper's "SBERT" variant for cold items).
+        language_model_included (`bool`, defaults to `False`): Set by `save_pretrained(include_language_model=True)`
+            when a checkpoint holds the LM's weights itself.
+
+    Example:
+
+    ```python
+    >>> from transformers import LlamaConfig
+    >>> from allmrec_hf import ALLMRecAlignerConfig, ALLMRecConfig, SASRecConfig
+    >>> aligner = ALLMRecAlignerConfig(cf_config=SASRecConfig(num_items=50, hidden_size=32))
+    >>> config = ALLMRecConfig(aligner_config=aligner, text_config=LlamaConfig(hidden_size=64,
+    ...     intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, vocab_size=300))
+    >>> config.text_config.hidden_size, config.cf_config.hidden_size
+    (64, 32)
+    ```
+    """
+
+    model_type = "allmrec"
+    sub_configs_defaults = {
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+        "aligner_config": ALLMRecAlignerConfig,
+    }
+
+    aligner_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    base_model_name_or_path: str | None = None
+    base_model_revision: str | None = None
+    user_token_id: int | None = None
+    history_token_id: int | None = None
+    candidate_token_id: int | None = None
+    user_projector_hidden_act: str = "leaky_relu"
+    item_projector_hidden_act: str = "gelu"
+    item_embedding_source: Literal["cf", "text"] = "cf"
+    language_model_included: bool = False
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.item_embedding_source not in ("cf", "text"):
+            raise ValueError(f"item_embedding_source must be 'cf' or 'text', got {self.item_embedding_source!r}.")
+        for name in ("user_token_id", "history_token_id", "candidate_token_id"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise ValueError(f"ALLMRecConfig.{name} must be a non-negative integer or None, got {value!r}.")
+
+    @property
+    def cf_config(self) -> PreTrainedConfig:
+        """The CF encoder's configuration (held by `aligner_config`)."""
+        return self.aligner_config.cf_config
+
+    @property
+    def placeholder_token_ids(self) -> dict[str, int | None]:
+        return {
+            "user": self.user_token_id,
+            "history": self.history_token_id,
+            "candidate": self.candidate_token_id,
+        }
+
+
+__all__ = ["ALLMRecAlignerConfig", "ALLMRecConfig"]

@@ -1,0 +1,831 @@
+"""A-LLMRec: the stage-1 aligner and the stage-2 model around a frozen causal LM."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.utils import ModelOutput, logging
+
+from .configuration_allmrec import ALLMRecAlignerConfig, ALLMRecConfig
+from .modeling_sasrec import SASRecModel, check_item_ids
+
+logger = logging.get_logger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+LANGUAGE_MODEL_PREFIX = "language_model."
+# CF encoders shipped with this package, by `model_type` (see configuration_allmrec.CF_CONFIG_CLASSES).
+CF_MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {"sasrec": SASRecModel}
+# `from_pretrained` keyword arguments that concern how the frozen LM is loaded.
+LANGUAGE_MODEL_LOAD_KWARGS = (
+    "dtype", "torch_dtype", "device_map", "quantization_config", "attn_implementation", "max_memory",
+    "offload_folder", "low_cpu_mem_usage", "trust_remote_code", "gguf_file", "tp_plan",
+)
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "proxies")
+
+
+def build_cf_model(config) -> PreTrainedModel:
+    """Instantiate the CF encoder named by `config.model_type`."""
+    if config.model_type in CF_MODEL_CLASSES:
+        return CF_MODEL_CLASSES[config.model_type](config)
+    return AutoModel.from_config(config)
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Attention-masked mean over the sequence (sentence-transformers' pooling)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+# ================================================================================================ stage 1
+@dataclass
+class ALLMRecAlignerOutput(ModelOutput):
+    """
+    Output of [`ALLMRecAlignerModel`]: the total stage-1 loss and its four parts (each unweighted).
+
+    `loss = matching_loss + alpha * item_reconstruction_loss + beta * text_reconstruction_loss
+    + recommendation_loss`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    matching_loss: torch.FloatTensor | None = None
+    item_reconstruction_loss: torch.FloatTensor | None = None
+    text_reconstruction_loss: torch.FloatTensor | None = None
+    recommendation_loss: torch.FloatTensor | None = None
+    item_latents: torch.FloatTensor | None = None
+    text_latents: torch.FloatTensor | None = None
+
+
+class ALLMRecPreTrainedModel(PreTrainedModel):
+    base_model_prefix = "allmrec"
+    supports_gradient_checkpointing = True
+    accepts_loss_kwargs = False
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_normal_(module.weight)
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.fill_(1.0)
+            module.bias.zero_()
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        return []
+
+    def train(self, mode: bool = True):
+        """Like `nn.Module.train`, but frozen parts always stay in eval mode (no dropout in the CF encoder or
+        in the frozen LM while the trainable parts train)."""
+        super().train(mode)
+        for module in self._frozen_modules():
+            module.eval()
+        return self
+
+
+class ALLMRecAlignerModel(ALLMRecPreTrainedModel):
+    r"""
+    Stage 1 of A-LLMRec: a frozen CF encoder, an item autoencoder (CF dim -> latent -> CF dim), a text
+    autoencoder (text dim -> latent -> text dim) and a trainable sentence encoder (any `AutoModel` encoder, mean
+    pooled). `forward` returns the paper's four losses, separately and summed.
+
+    Items are scored against the user representation x_u at the positions they follow: `positive_ids` of
+    shape `(batch, P)` are the next items after the last `P` positions of `cf_input_ids` (`P = 1`: the last item
+    only, the paper's default; `P = seq_len`: all positions). Id 0 marks "no item here".
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from transformers import BertConfig
+    >>> from allmrec_hf import ALLMRecAlignerConfig, ALLMRecAlignerModel, SASRecConfig
+    >>> config = ALLMRecAlignerConfig(
+    ...     cf_config=SASRecConfig(num_items=30, hidden_size=32),
+    ...     text_encoder_config=BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2,
+    ...                                    num_attention_heads=2, intermediate_size=37), latent_size=16)
+    >>> model = ALLMRecAlignerModel(config)
+    >>> text = torch.randint(1, 99, (2, 1, 6))
+    >>> out = model(cf_input_ids=torch.tensor([[0, 1, 2], [3, 4, 5]]),
+    ...             positive_ids=torch.tensor([[3], [6]]), negative_ids=torch.tensor([[9], [8]]),
+    ...             positive_text_input_ids=text, positive_text_attention_mask=torch.ones_like(text),
+    ...             negative_text_input_ids=text, negative_text_attention_mask=torch.ones_like(text))
+    >>> sorted(k for k in out.keys() if k.endswith("loss"))
+    ['item_reconstruction_loss', 'loss', 'matching_loss', 'recommendation_loss', 'text_reconstruction_loss']
+    ```
+    """
+
+    config_class = ALLMRecAlignerConfig
+    main_input_name = "cf_input_ids"
+
+    def __init__(self, config: ALLMRecAlignerConfig):
+        super().__init__(config)
+        cf_size = config.cf_config.hidden_size
+        text_size = config.text_encoder_config.hidden_size
+        self.cf_model = build_cf_model(config.cf_config)
+        self.text_encoder = AutoModel.from_config(config.text_encoder_config)
+        self.item_encoder = nn.Sequential(nn.Linear(cf_size, config.latent_size), nn.Sigmoid())
+        self.item_decoder = nn.Linear(config.latent_size, cf_size)
+        self.text_latent_encoder = nn.Sequential(nn.Linear(text_size, config.latent_size), nn.Sigmoid())
+        self.text_latent_decoder = nn.Linear(config.latent_size, text_size)
+        self.post_init()
+        self.cf_model.requires_grad_(False)
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        return [self.cf_model]
+
+    @property
+    def num_items(self) -> int:
+        return self.config.cf_config.num_items
+
+    def set_cf_model(self, cf_model: PreTrainedModel) -> None:
+        """Use a pretrained CF encoder (frozen); its config must match `config.cf_config`'s sizes."""
+        expected, got = self.config.cf_config, cf_model.config
+        for name in ("num_items", "hidden_size"):
+            if getattr(expected, name) != getattr(got, name):
+                raise ValueError(
+                    f"CF model {name} is {getattr(got, name)} but the aligner was configured for {getattr(expected, name)}."
+                )
+        self.cf_model = cf_model.requires_grad_(False).eval()
+        self.config.cf_config = cf_model.config
+
+    def encode_cf_items(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """The joint latent e_i = f_I^enc(E_i) of catalog items, shape `item_ids.shape + (latent,)`."""
+        return self.item_encoder(self.cf_model.get_item_embeddings(item_ids))
+
+    def embed_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Sentence embeddings Q of tokenised item texts `(n, seq)` -> `(n, text_hidden)`."""
+        hidden = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return mean_pool(hidden, attention_mask)
+
+    def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The text-side latent q_i = f_T^enc(Q_i): what an item without a trustworthy CF embedding uses (the
+        paper's "SBERT" variant for cold items), shape `(n, latent)`."""
+        return self.text_latent_encoder(self.embed_texts(input_ids, attention_mask))
+
+    def forward(
+        self,
+        cf_input_ids: torch.Tensor,
+        positive_ids: torch.Tensor,
+        negative_ids: torch.Tensor,
+        positive_text_input_ids: torch.Tensor,
+        positive_text_attention_mask: torch.Tensor,
+        negative_text_input_ids: torch.Tensor,
+        negative_text_attention_mask: torch.Tensor,
+        return_dict: bool | None = None,
+    ) -> ALLMRecAlignerOutput | tuple:
+        r"""
+        Args:
+            cf_input_ids (`(batch, seq_len)`): Left-padded histories for the CF encoder.
+            positive_ids, negative_ids (`(batch, P)`): Next items and sampled negatives (0 = none).
+            positive_text_input_ids, positive_text_attention_mask (`(batch, P, text_len)`): Tokenised text of the
+                positive items (sentence-encoder tokenizer); likewise `negative_text_*`.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if positive_ids.dim() == 1:
+            positive_ids, negative_ids = positive_ids[:, None], negative_ids[:, None]
+        if positive_ids.shape != negative_ids.shape:
+            raise ValueError(
+                f"positive_ids {tuple(positive_ids.shape)} and negative_ids {tuple(negative_ids.shape)} differ in shape."
+            )
+        check_item_ids(positive_ids, self.num_items, "positive item id")
+        check_item_ids(negative_ids, self.num_items, "negative item id")
+        num_positions = positive_ids.shape[1]
+        hidden = self.cf_model.encode(cf_input_ids)
+        if num_positions > hidden.shape[1]:
+            raise ValueError(f"{num_positions} positive items per user but histories have {hidden.shape[1]} positions.")
+        users = hidden[:, -num_positions:]  # (batch, P, cf)
+        valid = positive_ids != 0
+
+        item_ids = torch.stack([positive_ids[valid], negative_ids[valid]])  # (2, n)
+        text_ids = torch.stack([positive_text_input_ids[valid], negative_text_input_ids[valid]])
+        text_mask = torch.stack([positive_text_attention_mask[valid], negative_text_attention_mask[valid]])
+        cf_embeddings = self.cf_model.get_item_embeddings(item_ids).detach()  # E_i (targets)
+        item_latents = self.item_encoder(cf_embeddings)  # e_i
+        text_embeddings = self.embed_texts(text_ids.flatten(0, 1), text_mask.flatten(0, 1))  # Q_i
+        text_latents = self.text_latent_encoder(text_embeddings)  # q_i
+        text_latents = text_latents.view(2, -1, text_latents.shape[-1])
+        text_embeddings = text_embeddings.view(2, -1, text_embeddings.shape[-1])
+        reconstructed_items = self.item_decoder(item_latents)
+
+        matching_loss = F.mse_loss(item_latents, text_latents)
+        item_reconstruction_loss = F.mse_loss(reconstructed_items, cf_embeddings)
+        text_reconstruction_loss = F.mse_loss(self.text_latent_decoder(text_latents), text_embeddings.detach())
+        user_rep = users[valid].detach()
+        positive_logits = (user_rep * reconstructed_items[0]).sum(-1)
+        negative_logits = (user_rep * reconstructed_items[1]).sum(-1)
+        recommendation_loss = F.binary_cross_entropy_with_logits(
+            positive_logits, torch.ones_like(positive_logits)
+        ) + F.binary_cross_entropy_with_logits(negative_logits, torch.zeros_like(negative_logits))
+        loss = (
+            matching_loss
+            + self.config.alpha * item_reconstruction_loss
+            + self.config.beta * text_reconstruction_loss
+            + recommendation_loss
+        )
+        output = ALLMRecAlignerOutput(
+            loss=loss,
+            matching_loss=matching_loss,
+            item_reconstruction_loss=item_reconstruction_loss,
+            text_reconstruction_loss=text_reconstruction_loss,
+            recommendation_loss=recommendation_loss,
+            item_latents=item_latents,
+            text_latents=text_latents,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+# ================================================================================================ stage 2
+@dataclass
+class ALLMRecCausalLMOutput(ModelOutput):
+    """
+    Output of [`ALLMRecForConditionalGeneration`].
+
+    Args:
+        loss: Cross-entropy on the target (answer) tokens only, when `labels` are given.
+        logits: The LM's logits (only for the positions needed for the loss when `labels` are given).
+        cache: The LM's key/value cache, when `use_cache=True`.
+        user_features: The projected user representations F_U(x_u), `(batch, lm_hidden)`.
+        item_features: The projected item latents F_I(.) in placeholder order, `(num_items, lm_hidden)`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    cache: object | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    user_features: torch.FloatTensor | None = None
+    item_features: torch.FloatTensor | None = None
+
+
+class ALLMRecProjector(nn.Module):
+    """Linear -> LayerNorm -> activation -> Linear, into the LM's hidden size (the paper's F_U and F_I)."""
+
+    def __init__(self, in_features: int, out_features: int, activation: str):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_features, out_features)
+        self.layer_norm = nn.LayerNorm(out_features)
+        self.act = ACT2FN[activation] if activation != "leaky_relu" else nn.LeakyReLU()
+        self.linear_2 = nn.Linear(out_features, out_features)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.layer_norm(self.linear_1(features))))
+
+
+class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
+    r"""
+    A-LLMRec: a frozen CF encoder and stage-1 aligner, a user projector F_U and an item projector F_I, around a
+    frozen causal LM. The projected user representation and item embeddings replace the input embeddings of
+    placeholder tokens (`[UserRep]`, `[HistoryEmb]`, `[CandidateEmb]`) in the prompt built by
+    [`ALLMRecProcessor`]. Only the projectors train.
+
+    Checkpoints hold everything except the LM (like a PEFT adapter) and name the LM in
+    `config.base_model_name_or_path`; `from_pretrained` loads that LM first, then the rest.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from transformers import BertConfig, LlamaConfig
+    >>> from allmrec_hf import (ALLMRecAlignerConfig, ALLMRecConfig, ALLMRecForConditionalGeneration,
+    ...                         SASRecConfig)
+    >>> config = ALLMRecConfig(
+    ...     aligner_config=ALLMRecAlignerConfig(
+    ...         cf_config=SASRecConfig(num_items=30, hidden_size=32), latent_size=16,
+    ...         text_encoder_config=BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=1,
+    ...                                        num_attention_heads=2, intermediate_size=37)),
+    ...     text_config=LlamaConfig(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+    ...                             num_attention_heads=4, num_key_value_heads=2),
+    ...     user_token_id=99, history_token_id=100, candidate_token_id=101)
+    >>> model = ALLMRecForConditionalGeneration(config).eval()
+    >>> input_ids = torch.tensor([[99, 5, 6, 100, 7, 101, 8, 101, 9]])
+    >>> out = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+    ...             cf_input_ids=torch.tensor([[0, 1, 2]]), item_ids=torch.tensor([[2, 3, 4]]))
+    >>> out.logits.shape
+    torch.Size([1, 9, 99])
+    ```
+    """
+
+    config_class = ALLMRecConfig
+    main_input_name = "input_ids"
+    _checkpoint_conversion_mapping: dict = {}
+
+    def __init__(self, config: ALLMRecConfig, language_model: PreTrainedModel | None = None):
+        super().__init__(config)
+        aligner_config = config.aligner_config
+        lm_hidden = config.text_config.hidden_size
+        self.recommender = ALLMRecAlignerModel(aligner_config)
+        self.user_projector = ALLMRecProjector(
+            aligner_config.cf_config.hidden_size, lm_hidden, config.user_projector_hidden_act
+        )
+        self.item_projector = ALLMRecProjector(aligner_config.latent_size, lm_hidden, config.item_projector_hidden_act)
+        if language_model is None:
+            language_model = AutoModelForCausalLM.from_config(config.text_config)
+        else:
+            check_language_model(config, language_model)
+        self.language_model = language_model
+        self.text_item_latents: torch.Tensor | None = None
+        self.post_init()
+        self.language_model.requires_grad_(False)
+        self.recommender.requires_grad_(False)
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        return [self.recommender, self.language_model]
+
+    # ------------------------------------------------------------------------------------------ embeddings
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
+
+    @property
+    def cf_model(self) -> PreTrainedModel:
+        return self.recommender.cf_model
+
+    def _embedding_scale(self, dtype: torch.dtype) -> torch.Tensor | float:
+        """The factor the LM applies inside its input embedding (Gemma: sqrt(hidden)); injected features are
+        scaled by it so they enter the LM exactly as token embeddings do."""
+        scale = getattr(self.get_input_embeddings(), "embed_scale", None)
+        if scale is None:
+            return 1.0
+        return scale.to(dtype) if torch.is_tensor(scale) else float(scale)
+
+    def get_user_features(self, cf_input_ids: torch.Tensor) -> torch.Tensor:
+        """O_u = F_U(x_u): projected user representations, `(batch, lm_hidden)`."""
+        user = self.recommender.cf_model.get_user_representation(cf_input_ids)
+        return self.user_projector(user.to(self.user_projector.linear_1.weight.dtype))
+
+    def get_item_latents(self, item_ids: torch.Tensor, source: str | None = None) -> torch.Tensor:
+        """Item latents fed to F_I: e_i from the CF embedding (`"cf"`) or q_i from the item text (`"text"`)."""
+        source = source or self.config.item_embedding_source
+        if source == "cf":
+            return self.recommender.encode_cf_items(item_ids)
+        if source != "text":
+            raise ValueError(f"item embedding source must be 'cf' or 'text', got {source!r}.")
+        if self.text_item_latents is None:
+            raise ValueError(
+                "item_embedding_source='text' needs the text-side latents of the catalog: call "
+                "`model.compute_text_item_latents(processor)` (or `set_text_item_latents`) first."
+            )
+        check_item_ids(item_ids, self.text_item_latents.shape[0] - 1)
+        return self.text_item_latents.to(item_ids.device)[item_ids]
+
+    def get_item_features(self, item_ids: torch.Tensor, source: str | None = None) -> torch.Tensor:
+        """F_I(latent) of the given items, `item_ids.shape + (lm_hidden,)`."""
+        latents = self.get_item_latents(item_ids, source)
+        return self.item_projector(latents.to(self.item_projector.linear_1.weight.dtype))
+
+    def set_text_item_latents(self, latents: torch.Tensor) -> None:
+        """Use precomputed text-side latents q (row `i` for catalog index `i`, row 0 unused)."""
+        if latents.dim() != 2 or latents.shape != (self.recommender.num_items + 1, self.config.aligner_config.latent_size):
+            raise ValueError(
+                f"text item latents must have shape ({self.recommender.num_items + 1}, "
+                f"{self.config.aligner_config.latent_size}), got {tuple(latents.shape)}."
+            )
+        self.text_item_latents = latents.detach()
+
+    @torch.no_grad()
+    def compute_text_item_latents(self, processor, batch_size: int = 256) -> torch.Tensor:
+        """Encode every catalog item's text with the stage-1 text encoder; stores and returns the table."""
+        num_items = self.recommender.num_items
+        if processor.catalog is None or processor.catalog.num_items != num_items:
+            raise ValueError(
+                f"the processor's catalog has {getattr(processor.catalog, 'num_items', None)} items but the model "
+                f"was trained on {num_items}."
+            )
+        device = self.item_projector.linear_1.weight.device
+        latents = torch.zeros(num_items + 1, self.config.aligner_config.latent_size, device=device)
+        for start in range(1, num_items + 1, batch_size):
+            ids = list(range(start, min(start + batch_size, num_items + 1)))
+            texts = processor.tokenize_item_texts(ids, return_tensors="pt").to(device)
+            latents[start : start + len(ids)] = self.recommender.encode_texts(
+                texts["input_ids"], texts["attention_mask"]
+            )
+        self.set_text_item_latents(latents)
+        return latents
+
+    def get_placeholder_masks(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Boolean masks of the user placeholder and of the item (history + candidate) placeholders."""
+        user_mask = torch.zeros_like(input_ids, dtype=torch.bool)
+        item_mask = torch.zeros_like(input_ids, dtype=torch.bool)
+        if self.config.user_token_id is not None:
+            user_mask = input_ids == self.config.user_token_id
+        for token_id in (self.config.history_token_id, self.config.candidate_token_id):
+            if token_id is not None:
+                item_mask |= input_ids == token_id
+        return user_mask, item_mask
+
+    def get_inputs_embeds(
+        self,
+        input_ids: torch.Tensor,
+        cf_input_ids: torch.Tensor | None = None,
+        item_ids: torch.Tensor | None = None,
+        item_embedding_source: str | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Token embeddings of `input_ids` with the user and item features injected at the placeholders.
+
+        Returns `(inputs_embeds, user_features, item_features)`."""
+        user_mask, item_mask = self.get_placeholder_masks(input_ids)
+        token_ids = input_ids.masked_fill(user_mask | item_mask, 0)
+        inputs_embeds = self.get_input_embeddings()(token_ids)
+        scale = self._embedding_scale(inputs_embeds.dtype)
+        user_features = item_features = None
+
+        users_per_row = user_mask.sum(1)
+        if bool(users_per_row.any()):
+            if cf_input_ids is None:
+                raise ValueError(
+                    f"input_ids hold {int(users_per_row.sum())} user placeholder tokens but no cf_input_ids were given."
+                )
+            if cf_input_ids.shape[0] != input_ids.shape[0]:
+                raise ValueError(f"cf_input_ids has {cf_input_ids.shape[0]} rows for {input_ids.shape[0]} prompts.")
+            user_features = self.get_user_features(cf_input_ids)
+            per_token = user_features.repeat_interleave(users_per_row, dim=0)
+            inputs_embeds = inputs_embeds.masked_scatter(
+                user_mask.unsqueeze(-1).expand_as(inputs_embeds), (per_token * scale).to(inputs_embeds.dtype)
+            )
+
+        tokens_per_row = item_mask.sum(1)
+        if item_ids is None:
+            item_ids = input_ids.new_zeros((input_ids.shape[0], 0))
+        if item_ids.shape[0] != input_ids.shape[0]:
+            raise ValueError(f"item_ids has {item_ids.shape[0]} rows for {input_ids.shape[0]} prompts.")
+        valid_items = item_ids != 0
+        items_per_row = valid_items.sum(1)
+        if not torch.equal(tokens_per_row, items_per_row):
+            row = int((tokens_per_row != items_per_row).nonzero()[0, 0])
+            raise ValueError(
+                f"Item placeholders and item ids do not match: row {row} has {int(tokens_per_row[row])} item "
+                f"placeholder tokens but {int(items_per_row[row])} item ids "
+                f"({int(tokens_per_row.sum())} tokens vs {int(items_per_row.sum())} ids in the batch)."
+            )
+        if bool(valid_items.any()):
+            item_features = self.get_item_features(item_ids[valid_items], item_embedding_source)
+            inputs_embeds = inputs_embeds.masked_scatter(
+                item_mask.unsqueeze(-1).expand_as(inputs_embeds), (item_features * scale).to(inputs_embeds.dtype)
+            )
+        return inputs_embeds, user_features, item_features
+
+    # ------------------------------------------------------------------------------------------ forward
+    def _lm_accepts(self, name: str) -> bool:
+        return name in inspect.signature(self.language_model.forward).parameters
+
+    def _cache_kwargs(self, cache) -> dict:
+        """The LM's cache argument: `cache` in recent transformers, `past_key_values` before."""
+        if cache is None:
+            return {}
+        return {"cache" if self._lm_accepts("cache") else "past_key_values": cache}
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cf_input_ids: torch.Tensor | None = None,
+        item_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache=None,
+        use_cache: bool | None = None,
+        item_embedding_source: str | None = None,
+        return_dict: bool | None = None,
+        **lm_kwargs,
+    ) -> ALLMRecCausalLMOutput | tuple:
+        r"""
+        Args:
+            input_ids (`(batch, seq_len)`): Prompt (and answer) tokens with placeholder tokens, from the processor.
+            attention_mask (`(batch, seq_len)`): 1 for real tokens; left or right padding both work.
+            cf_input_ids (`(batch, cf_len)`): Left-padded histories for the CF encoder (user representation).
+            item_ids (`(batch, n)`): The catalog index of the item for every item placeholder, in order (0 = none).
+            labels (`(batch, seq_len)`): Target token ids, -100 everywhere but the answer.
+            item_embedding_source (`str`, *optional*): Overrides `config.item_embedding_source` for this call.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        user_features = item_features = None
+        if inputs_embeds is None:
+            if input_ids is None:
+                raise ValueError("pass input_ids (or inputs_embeds).")
+            inputs_embeds, user_features, item_features = self.get_inputs_embeds(
+                input_ids, cf_input_ids, item_ids, item_embedding_source
+            )
+        cache = cache if cache is not None else lm_kwargs.pop("past_key_values", None)
+        if position_ids is None and attention_mask is not None and cache is None:
+            position_ids = positions_from_attention_mask(attention_mask)
+        logits_to_keep = 0
+        if labels is not None and self._lm_accepts("logits_to_keep"):
+            # Only positions that predict an answer token need logits (the answer ends every row).
+            has_target = (labels != -100).any(0).nonzero()
+            if len(has_target) > 0:
+                logits_to_keep = labels.shape[1] - int(has_target[0, 0]) + 1
+        if logits_to_keep:
+            lm_kwargs["logits_to_keep"] = logits_to_keep
+        outputs = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+            return_dict=True,
+            **self._cache_kwargs(cache),
+            **lm_kwargs,
+        )
+        logits = outputs.logits
+        loss = None
+        if labels is not None:
+            kept = logits.shape[1]
+            shift_logits = logits[:, :-1].float()
+            shift_labels = labels[:, -kept + 1 :] if kept > 1 else labels[:, :0]
+            loss = F.cross_entropy(
+                shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1).to(logits.device),
+                ignore_index=-100,
+            )
+        output = ALLMRecCausalLMOutput(
+            loss=loss,
+            logits=logits,
+            cache=_output_cache(outputs),
+            hidden_states=getattr(outputs, "hidden_states", None),
+            attentions=getattr(outputs, "attentions", None),
+            user_features=user_features,
+            item_features=item_features,
+        )
+        return output if return_dict else output.to_tuple()
+
+    # ------------------------------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cf_input_ids: torch.Tensor | None = None,
+        item_ids: torch.Tensor | None = None,
+        item_embedding_source: str | None = None,
+        **generate_kwargs,
+    ) -> torch.Tensor:
+        """The paper's inference: embed the prompt once (features injected), then greedy-decode with the LM's own
+        `generate(inputs_embeds=...)`. Returns the generated token ids only (no prompt); decode them with the
+        processor and map them to a candidate with `processor.match_candidates`.
+
+        Extra keyword arguments go to the LM's `generate` (default: greedy, `max_new_tokens=64`)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if bool((attention_mask[:, -1] == 0).any()):
+            raise ValueError("generate() needs left-padded prompts (the processor's default padding_side='left').")
+        inputs_embeds, _, _ = self.get_inputs_embeds(input_ids, cf_input_ids, item_ids, item_embedding_source)
+        generate_kwargs.setdefault("max_new_tokens", 64)
+        generate_kwargs.setdefault("do_sample", False)
+        generation_config = self.language_model.generation_config
+        if generate_kwargs.get("pad_token_id") is None and generation_config.pad_token_id is None:
+            eos = generation_config.eos_token_id
+            generate_kwargs["pad_token_id"] = eos[0] if isinstance(eos, list) else eos
+        return self.language_model.generate(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
+        )
+
+    @torch.no_grad()
+    def score_candidates(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        candidate_input_ids: torch.Tensor,
+        candidate_attention_mask: torch.Tensor,
+        cf_input_ids: torch.Tensor | None = None,
+        item_ids: torch.Tensor | None = None,
+        reduction: str = "sum",
+        candidate_batch_size: int | None = None,
+        item_embedding_source: str | None = None,
+        **unused,
+    ) -> torch.Tensor:
+        """Log-likelihood of each candidate's answer tokens after the prompt, `(batch, num_candidates)`.
+
+        The prompt prefix runs once per user; its KV cache is repeated for the candidates, which are scored in
+        batches of `candidate_batch_size` (default: all at once). Candidates whose answer is all padding (padded
+        candidate slots) get `-inf`. `reduction="mean"` divides by the answer length.
+
+        Args:
+            input_ids, attention_mask: Left-padded prompts (processor output, no target).
+            candidate_input_ids, candidate_attention_mask (`(batch, num_candidates, answer_len)`): Right-padded
+                answer tokens of every candidate (processor output).
+        """
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}.")
+        if bool((attention_mask[:, -1] == 0).any()):
+            raise ValueError("score_candidates() needs left-padded prompts (the processor's default).")
+        batch, num_candidates, answer_len = candidate_input_ids.shape
+        if candidate_input_ids.shape[0] != input_ids.shape[0]:
+            raise ValueError(f"candidate_input_ids has {batch} rows for {input_ids.shape[0]} prompts.")
+        device = input_ids.device
+        inputs_embeds, _, _ = self.get_inputs_embeds(input_ids, cf_input_ids, item_ids, item_embedding_source)
+        prefix = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=positions_from_attention_mask(attention_mask),
+            use_cache=True,
+            return_dict=True,
+        )
+        first_log_probs = torch.log_softmax(prefix.logits[:, -1].float(), dim=-1)  # (batch, vocab)
+        prefix_lengths = attention_mask.sum(1)
+        chunk = candidate_batch_size or num_candidates
+        scores = torch.empty(batch, num_candidates, device=device)
+        for start in range(0, num_candidates, chunk):
+            stop = min(start + chunk, num_candidates)
+            k = stop - start
+            tokens = candidate_input_ids[:, start:stop]  # (batch, k, T)
+            mask = candidate_attention_mask[:, start:stop]
+            log_probs = torch.zeros(batch, k, answer_len, device=device)
+            log_probs[:, :, 0] = first_log_probs.gather(1, tokens[:, :, 0])
+            if answer_len > 1:
+                cache = copy.deepcopy(_output_cache(prefix))
+                cache.batch_repeat_interleave(k)
+                flat_tokens = tokens.reshape(batch * k, answer_len)
+                full_mask = torch.cat(
+                    [attention_mask.repeat_interleave(k, dim=0), mask.reshape(batch * k, answer_len)], dim=1
+                )
+                positions = prefix_lengths.repeat_interleave(k)[:, None] + torch.arange(answer_len, device=device)
+                out = self.language_model(
+                    input_ids=flat_tokens[:, :-1],
+                    attention_mask=full_mask[:, :-1],
+                    position_ids=positions[:, :-1],
+                    **self._cache_kwargs(cache),
+                    use_cache=True,
+                    return_dict=True,
+                )
+                step_log_probs = torch.log_softmax(out.logits.float(), dim=-1)
+                next_tokens = flat_tokens[:, 1:].unsqueeze(-1)
+                log_probs[:, :, 1:] = step_log_probs.gather(2, next_tokens).squeeze(-1).view(batch, k, -1)
+            log_probs = log_probs * mask
+            totals = log_probs.sum(-1)
+            lengths = mask.sum(-1)
+            if reduction == "mean":
+                totals = totals / lengths.clamp(min=1)
+            scores[:, start:stop] = totals.masked_fill(lengths == 0, float("-inf"))
+        return scores
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def save_pretrained(self, save_directory, include_language_model: bool = False, **kwargs):
+        """Save the config and the weights of everything but the frozen LM (CF encoder, aligner, projectors),
+        like a PEFT adapter; the config names the LM (`base_model_name_or_path`, `base_model_revision`).
+        `include_language_model=True` writes a self-contained copy with the LM's weights, for offline use."""
+        if not include_language_model and self.config.base_model_name_or_path is None:
+            logger.warning(
+                "config.base_model_name_or_path is not set: this checkpoint does not say which LM it belongs to, "
+                "so `from_pretrained` will need `language_model=` or `base_model_name_or_path=`."
+            )
+        state_dict = kwargs.pop("state_dict", None)
+        if state_dict is None:
+            state_dict = self.state_dict()
+        if not include_language_model:
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith(LANGUAGE_MODEL_PREFIX)}
+        included = self.config.language_model_included
+        self.config.language_model_included = include_language_model
+        try:
+            return super().save_pretrained(save_directory, state_dict=state_dict, **kwargs)
+        finally:
+            self.config.language_model_included = included
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args,
+        language_model: PreTrainedModel | None = None,
+        base_model_name_or_path: str | None = None,
+        base_model_revision: str | None = None,
+        **kwargs,
+    ):
+        """Load a checkpoint written by `save_pretrained`.
+
+        Adapter-style checkpoints (the default) load the frozen LM from `config.base_model_name_or_path` at
+        `config.base_model_revision` (override either with the keyword arguments of the same name, e.g. a local
+        folder when offline, or pass an already loaded `language_model=`); LM loading options (`dtype`,
+        `device_map`, `quantization_config`, `attn_implementation`, ...) go to the LM's `from_pretrained`.
+        Self-contained checkpoints (`include_language_model=True`) load like any transformers model.
+        """
+        from transformers.utils import cached_file
+        from transformers.utils.hub import PushToHubMixin  # noqa: F401  (keeps the import surface explicit)
+
+        config = kwargs.pop("config", None)
+        revision = kwargs.pop("revision", None)
+        hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
+        if not isinstance(config, ALLMRecConfig):
+            config = ALLMRecConfig.from_pretrained(pretrained_model_name_or_path, revision=revision, **hub_kwargs)
+        if config.language_model_included and language_model is None and base_model_name_or_path is None:
+            return super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, config=config, revision=revision, **kwargs
+            )
+
+        lm_kwargs = {key: kwargs.pop(key) for key in LANGUAGE_MODEL_LOAD_KWARGS if key in kwargs}
+        for key in HUB_KWARGS:
+            if key in kwargs:
+                lm_kwargs[key] = kwargs[key]
+        unknown = set(kwargs) - set(HUB_KWARGS)
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments for from_pretrained: {sorted(unknown)}.")
+        if base_model_name_or_path is not None:
+            config.base_model_name_or_path = str(base_model_name_or_path)
+        if base_model_revision is not None:
+            config.base_model_revision = base_model_revision
+        if language_model is None:
+            if not config.base_model_name_or_path:
+                raise ValueError(
+                    f"{pretrained_model_name_or_path} does not name its language model "
+                    "(config.base_model_name_or_path is empty): pass base_model_name_or_path= or language_model=."
+                )
+            language_model = AutoModelForCausalLM.from_pretrained(
+                config.base_model_name_or_path, revision=config.base_model_revision, **lm_kwargs
+            )
+        model = cls.from_language_model(config, language_model)
+        weights_file = cached_file(pretrained_model_name_or_path, WEIGHTS_NAME, revision=revision, **hub_kwargs)
+        model.load_adapter_weights(weights_file)
+        model.eval()
+        return model
+
+    @classmethod
+    def from_language_model(cls, config: ALLMRecConfig, language_model: PreTrainedModel):
+        """Build the model around an already loaded LM (checked against `config.text_config`); the CF encoder,
+        aligner and projectors are freshly initialised in float32 on the LM's input-embedding device."""
+        check_language_model(config, language_model)
+        config.text_config = language_model.config
+        model = cls(config, language_model=language_model)
+        device = language_model.get_input_embeddings().weight.device
+        for name, module in model.named_children():
+            if name != "language_model":
+                module.to(device=device, dtype=torch.float32)
+        return model
+
+    def load_adapter_weights(self, weights_file: str | os.PathLike) -> None:
+        """Load the non-LM weights saved by `save_pretrained` (strictly: every key must match)."""
+        from safetensors.torch import load_file
+
+        state_dict = load_file(os.fspath(weights_file))
+        stray = [key for key in state_dict if key.startswith(LANGUAGE_MODEL_PREFIX)]
+        own = {k: v for k, v in self.state_dict().items() if not k.startswith(LANGUAGE_MODEL_PREFIX)}
+        missing = sorted(set(own) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(own) - set(stray))
+        if missing or unexpected:
+            raise ValueError(
+                f"{weights_file} does not match this model: missing {missing[:5]}, unexpected {unexpected[:5]}."
+            )
+        for key, value in state_dict.items():
+            if key in own and own[key].shape != value.shape:
+                raise ValueError(
+                    f"{weights_file}: {key} has shape {tuple(value.shape)} but the model expects {tuple(own[key].shape)}."
+                )
+        if stray:
+            logger.warning(f"{weights_file} holds language-model weights; they are ignored (the LM was loaded separately).")
+        self.load_state_dict({k: v for k, v in state_dict.items() if k in own}, strict=False)
+
+    def print_trainable_parameters(self) -> str:
+        """Log (and return) `trainable params: N || all params: M || trainable%: x`."""
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.parameters())
+        line = f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
+        logger.info(line)
+        return line
+
+
+def _output_cache(outputs):
+    cache = getattr(outputs, "cache", None)
+    return cache if cache is not None else getattr(outputs, "past_key_values", None)
+
+
+def positions_from_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that start at 0 on each row's first real token (so left padding changes nothing)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def check_language_model(config: ALLMRecConfig, language_model: PreTrainedModel) -> None:
+    """Raise `ValueError` when an LM's hidden size or vocabulary differs from what the checkpoint was built for."""
+    expected, got = config.text_config, language_model.config
+    for name in ("hidden_size", "vocab_size"):
+        want, have = getattr(expected, name, None), getattr(got, name, None)
+        if want is not None and have is not None and want != have:
+            raise ValueError(
+                f"language model {name} is {have} but this A-LLMRec checkpoint was built for {want} "
+                f"(base model {config.base_model_name_or_path!r}): load it with the LM it was trained with."
+            )
+
+
+__all__ = [
+    "ALLMRecAlignerModel",
+    "ALLMRecAlignerOutput",
+    "ALLMRecCausalLMOutput",
+    "ALLMRecForConditionalGeneration",
+    "ALLMRecPreTrainedModel",
+    "ALLMRecProjector",
+]

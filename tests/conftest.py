@@ -1,0 +1,137 @@
+"""Tiny real components for the tests: a BPE tokenizer trained on the fly, a catalog, and tiny configs of
+several causal-LM families (hidden 32, 2 layers)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
+from transformers import (  # noqa: E402
+    BertConfig,
+    Gemma3TextConfig,
+    GPT2Config,
+    LlamaConfig,
+    OPTConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+)
+
+from allmrec_hf import (  # noqa: E402
+    ALLMRecAlignerConfig,
+    ALLMRecConfig,
+    ALLMRecForConditionalGeneration,
+    ALLMRecProcessor,
+    ItemCatalog,
+    SASRecConfig,
+)
+
+NUM_ITEMS = 30
+HIDDEN = 32
+WORDS = "red blue green dark night river stone city love war star road king moon time game house".split()
+
+
+def make_titles(n: int = NUM_ITEMS) -> list[str]:
+    return [f"{WORDS[i % len(WORDS)].title()} {WORDS[(3 * i + 1) % len(WORDS)]} {1990 + i}" for i in range(n)]
+
+
+def make_catalog(n: int = NUM_ITEMS) -> ItemCatalog:
+    return ItemCatalog(
+        make_titles(n),
+        item_ids=[f"m{i}" for i in range(1, n + 1)],
+        fields={"description": [f"a film about {WORDS[i % len(WORDS)]}" if i % 3 else None for i in range(n)]},
+    )
+
+
+def make_tokenizer() -> PreTrainedTokenizerFast:
+    corpus = make_titles() + [
+        "is a user representation. This user has watched in the previous. Recommend one next movie for this "
+        "user to watch next from the following movie title set, . The recommendation is nothing yet \" , "
+        "a film about game play played item buy bought"
+    ] * 3
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=["<pad>", "<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+
+
+# A tokenizer trained once per session; each test gets a fresh copy (placeholders get added to it).
+_TOKENIZER_DIR: list[str] = []
+
+
+@pytest.fixture
+def tokenizer(tmp_path_factory):
+    if not _TOKENIZER_DIR:
+        path = tmp_path_factory.mktemp("tokenizer")
+        make_tokenizer().save_pretrained(path)
+        _TOKENIZER_DIR.append(str(path))
+    return PreTrainedTokenizerFast.from_pretrained(_TOKENIZER_DIR[0])
+
+
+@pytest.fixture
+def catalog() -> ItemCatalog:
+    return make_catalog()
+
+
+@pytest.fixture
+def processor(tokenizer, catalog) -> ALLMRecProcessor:
+    return ALLMRecProcessor(tokenizer, tokenizer, catalog)
+
+
+def lm_config(family: str, vocab_size: int):
+    common = dict(vocab_size=vocab_size, pad_token_id=0, bos_token_id=2, eos_token_id=3)
+    if family == "llama":
+        return LlamaConfig(hidden_size=HIDDEN, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, tie_word_embeddings=True, **common)
+    if family == "gpt2":
+        return GPT2Config(n_embd=HIDDEN, n_layer=2, n_head=4, n_positions=512, **common)
+    if family == "opt":
+        return OPTConfig(hidden_size=HIDDEN, ffn_dim=37, num_hidden_layers=2, num_attention_heads=4,
+                         word_embed_proj_dim=HIDDEN, max_position_embeddings=512, **common)
+    if family == "qwen2":
+        return Qwen2Config(hidden_size=HIDDEN, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, **common)
+    if family == "gemma3":
+        return Gemma3TextConfig(hidden_size=HIDDEN, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                                num_key_value_heads=2, head_dim=8, sliding_window=16, **common)
+    raise ValueError(family)
+
+
+LM_FAMILIES = ["llama", "gpt2", "opt", "qwen2", "gemma3"]
+
+
+def aligner_config(vocab_size: int, num_items: int = NUM_ITEMS) -> ALLMRecAlignerConfig:
+    return ALLMRecAlignerConfig(
+        cf_config=SASRecConfig(num_items=num_items, hidden_size=HIDDEN, hidden_dropout_prob=0.2,
+                               attention_dropout_prob=0.2),
+        text_encoder_config=BertConfig(vocab_size=vocab_size, hidden_size=HIDDEN, num_hidden_layers=2,
+                                       num_attention_heads=2, intermediate_size=37, max_position_embeddings=256),
+        latent_size=16,
+    )
+
+
+def build_model(family: str, processor: ALLMRecProcessor, seed: int = 0) -> ALLMRecForConditionalGeneration:
+    torch.manual_seed(seed)
+    base_vocab = processor.tokenizer.vocab_size  # the LM's vocabulary, without the added placeholders
+    config = ALLMRecConfig(
+        aligner_config=aligner_config(len(processor.text_encoder_tokenizer)),
+        text_config=lm_config(family, base_vocab),
+        base_model_name_or_path=None,
+        **processor.placeholder_token_ids,
+    )
+    return ALLMRecForConditionalGeneration(config).eval()
+
+
+@pytest.fixture(params=LM_FAMILIES)
+def family(request) -> str:
+    return request.param
