@@ -47,22 +47,37 @@ def make_catalog(n: int = NUM_ITEMS) -> ItemCatalog:
 
 
 def make_tokenizer() -> PreTrainedTokenizerFast:
-    corpus = make_titles() + [
-        "is a user representation. This user has watched in the previous. Recommend one next movie for this "
-        "user to watch next from the following movie title set, . The recommendation is nothing yet \" , "
-        "a film about game play played item buy bought"
-    ] * 3
+    corpus = (
+        make_titles()
+        + [
+            "is a user representation. This user has watched in the previous. Recommend one next movie for this "
+            'user to watch next from the following movie title set, . The recommendation is nothing yet " , '
+            "a film about game play played item buy bought"
+        ]
+        * 3
+    )
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=320, special_tokens=["<pad>", "<unk>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=320,
+        special_tokens=["<pad>", "<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(corpus, trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
     )
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is much faster than two contended ones, and results do not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # A tokenizer trained once per session; each test gets a fresh copy (placeholders get added to it).
@@ -91,19 +106,48 @@ def processor(tokenizer, catalog) -> ALLMRecProcessor:
 def lm_config(family: str, vocab_size: int):
     common = dict(vocab_size=vocab_size, pad_token_id=0, bos_token_id=2, eos_token_id=3)
     if family == "llama":
-        return LlamaConfig(hidden_size=HIDDEN, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, tie_word_embeddings=True, **common)
+        return LlamaConfig(
+            hidden_size=HIDDEN,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+            **common,
+        )
     if family == "gpt2":
         return GPT2Config(n_embd=HIDDEN, n_layer=2, n_head=4, n_positions=512, **common)
     if family == "opt":
-        return OPTConfig(hidden_size=HIDDEN, ffn_dim=37, num_hidden_layers=2, num_attention_heads=4,
-                         word_embed_proj_dim=HIDDEN, max_position_embeddings=512, **common)
+        return OPTConfig(
+            hidden_size=HIDDEN,
+            ffn_dim=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            word_embed_proj_dim=HIDDEN,
+            max_position_embeddings=512,
+            **common,
+        )
     if family == "qwen2":
-        return Qwen2Config(hidden_size=HIDDEN, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                           num_key_value_heads=2, **common)
+        return Qwen2Config(
+            hidden_size=HIDDEN,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            **common,
+        )
     if family == "gemma3":
-        return Gemma3TextConfig(hidden_size=HIDDEN, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                                num_key_value_heads=2, head_dim=8, sliding_window=16, **common)
+        return Gemma3TextConfig(
+            hidden_size=HIDDEN,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            sliding_window=16,
+            layer_types=["sliding_attention", "full_attention"],
+            **common,
+        )
     raise ValueError(family)
 
 
@@ -112,10 +156,17 @@ LM_FAMILIES = ["llama", "gpt2", "opt", "qwen2", "gemma3"]
 
 def aligner_config(vocab_size: int, num_items: int = NUM_ITEMS) -> ALLMRecAlignerConfig:
     return ALLMRecAlignerConfig(
-        cf_config=SASRecConfig(num_items=num_items, hidden_size=HIDDEN, hidden_dropout_prob=0.2,
-                               attention_dropout_prob=0.2),
-        text_encoder_config=BertConfig(vocab_size=vocab_size, hidden_size=HIDDEN, num_hidden_layers=2,
-                                       num_attention_heads=2, intermediate_size=37, max_position_embeddings=256),
+        cf_config=SASRecConfig(
+            num_items=num_items, hidden_size=HIDDEN, hidden_dropout_prob=0.2, attention_dropout_prob=0.2
+        ),
+        text_encoder_config=BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=HIDDEN,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=256,
+        ),
         latent_size=16,
     )
 

@@ -63,18 +63,18 @@ class ItemCatalog:
         fields: Mapping[str, Sequence[Any]] | None = None,
     ):
         titles = list(titles)
-        for position, title in enumerate(titles):
-            if not isinstance(title, str) or not title.strip():
-                raise ValueError(
-                    f"item at index {position + 1} (item_id {item_ids[position] if item_ids else position + 1!r}) "
-                    f"has no title ({title!r}); every catalog item needs a non-empty title."
-                )
-        self._titles = titles
         if item_ids is None:
             item_ids = [str(i) for i in range(1, len(titles) + 1)]
         item_ids = [str(item_id) for item_id in item_ids]
-        if len(item_ids) != len(titles):
+        if len(item_ids) != len(titles):  # checked first: the title error below names the item_id
             raise ValueError(f"got {len(item_ids)} item_ids for {len(titles)} titles.")
+        for position, title in enumerate(titles):
+            if not isinstance(title, str) or not title.strip():
+                raise ValueError(
+                    f"item at index {position + 1} (item_id {item_ids[position]!r}) "
+                    f"has no title ({title!r}); every catalog item needs a non-empty title."
+                )
+        self._titles = titles
         self._item_ids = item_ids
         self._index_by_id: dict[str, int] = {}
         for position, item_id in enumerate(item_ids):
@@ -86,7 +86,9 @@ class ItemCatalog:
         self._fields: dict[str, list[Any]] = {}
         for name, values in (fields or {}).items():
             if name in _RESERVED_FIELDS:
-                raise ValueError(f"field name {name!r} is reserved; catalog fields cannot be called {_RESERVED_FIELDS}.")
+                raise ValueError(
+                    f"field name {name!r} is reserved; catalog fields cannot be called {_RESERVED_FIELDS}."
+                )
             values = list(values)
             if len(values) != len(titles):
                 raise ValueError(f"field {name!r} has {len(values)} values for {len(titles)} items.")
@@ -124,7 +126,9 @@ class ItemCatalog:
 
     def check_index(self, index: int, what: str = "item") -> int:
         """Return `index` as an int, or raise `KeyError` naming it when it is not a catalog index."""
-        if not isinstance(index, int) or isinstance(index, bool):
+        if isinstance(index, bool):  # True == 1, but a flag is not an item
+            raise KeyError(f"{what} {index!r} is not an integer catalog index.")
+        if not isinstance(index, int):
             try:
                 as_int = int(index)
             except (TypeError, ValueError):
@@ -206,9 +210,15 @@ class ItemCatalog:
                 if "index" not in record:
                     raise ValueError(f"{source}: record {line} has no 'index' while others do.")
                 index = record["index"]
-                if not isinstance(index, int) or index in by_index or not 1 <= index <= len(records):
+                if (
+                    not isinstance(index, int)
+                    or isinstance(index, bool)
+                    or index in by_index
+                    or not 1 <= index <= len(records)
+                ):
                     raise ValueError(
-                        f"{source}: record {line} has index {index!r}; indices must be unique integers 1..{len(records)}."
+                        f"{source}: record {line} has index {index!r}; "
+                        f"indices must be unique integers 1..{len(records)}."
                     )
                 by_index[index] = record
             records = [by_index[i] for i in range(1, len(records) + 1)]
@@ -253,7 +263,9 @@ class ItemCatalog:
                 except json.JSONDecodeError as error:
                     raise ValueError(f"{path}, line {line_number}: not valid JSON ({error.msg}).") from None
                 if not isinstance(record, dict):
-                    raise ValueError(f"{path}, line {line_number}: expected a JSON object, got {type(record).__name__}.")
+                    raise ValueError(
+                        f"{path}, line {line_number}: expected a JSON object, got {type(record).__name__}."
+                    )
                 records.append(record)
         return cls.from_records(records, source=path)
 

@@ -55,8 +55,7 @@ class SASRecConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        _check_positive(self, "num_items", "hidden_size", "max_seq_length", "num_hidden_layers",
-                        "num_attention_heads")
+        _check_positive(self, "num_items", "hidden_size", "max_seq_length", "num_hidden_layers", "num_attention_heads")
         _check_probability(self, "hidden_dropout_prob", "attention_dropout_prob")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(

@@ -25,9 +25,20 @@ LANGUAGE_MODEL_PREFIX = "language_model."
 CF_MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {"sasrec": SASRecModel}
 # `from_pretrained` keyword arguments that concern how the frozen LM is loaded.
 LANGUAGE_MODEL_LOAD_KWARGS = (
-    "dtype", "torch_dtype", "device_map", "quantization_config", "attn_implementation", "max_memory",
-    "offload_folder", "low_cpu_mem_usage", "trust_remote_code", "gguf_file", "tp_plan",
+    "dtype",
+    "torch_dtype",
+    "device_map",
+    "quantization_config",
+    "attn_implementation",
+    "max_memory",
+    "offload_folder",
+    "low_cpu_mem_usage",
+    "gguf_file",
+    "tp_plan",
 )
+# Set by the Auto classes or by callers for the checkpoint itself, not for the LM (the LM's own remote code is
+# never trusted implicitly).
+IGNORED_LOAD_KWARGS = ("adapter_kwargs", "trust_remote_code", "code_revision", "_from_auto", "_from_pipeline")
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "proxies")
 
 
@@ -154,7 +165,8 @@ class ALLMRecAlignerModel(ALLMRecPreTrainedModel):
         for name in ("num_items", "hidden_size"):
             if getattr(expected, name) != getattr(got, name):
                 raise ValueError(
-                    f"CF model {name} is {getattr(got, name)} but the aligner was configured for {getattr(expected, name)}."
+                    f"CF model {name} is {getattr(got, name)} but the aligner was configured for "
+                    f"{getattr(expected, name)}."
                 )
         self.cf_model = cf_model.requires_grad_(False).eval()
         self.config.cf_config = cf_model.config
@@ -196,7 +208,8 @@ class ALLMRecAlignerModel(ALLMRecPreTrainedModel):
             positive_ids, negative_ids = positive_ids[:, None], negative_ids[:, None]
         if positive_ids.shape != negative_ids.shape:
             raise ValueError(
-                f"positive_ids {tuple(positive_ids.shape)} and negative_ids {tuple(negative_ids.shape)} differ in shape."
+                f"positive_ids {tuple(positive_ids.shape)} and negative_ids {tuple(negative_ids.shape)} "
+                "differ in shape."
             )
         check_item_ids(positive_ids, self.num_items, "positive item id")
         check_item_ids(negative_ids, self.num_items, "negative item id")
@@ -208,14 +221,15 @@ class ALLMRecAlignerModel(ALLMRecPreTrainedModel):
         valid = positive_ids != 0
 
         item_ids = torch.stack([positive_ids[valid], negative_ids[valid]])  # (2, n)
-        text_ids = torch.stack([positive_text_input_ids[valid], negative_text_input_ids[valid]])
-        text_mask = torch.stack([positive_text_attention_mask[valid], negative_text_attention_mask[valid]])
         cf_embeddings = self.cf_model.get_item_embeddings(item_ids).detach()  # E_i (targets)
         item_latents = self.item_encoder(cf_embeddings)  # e_i
-        text_embeddings = self.embed_texts(text_ids.flatten(0, 1), text_mask.flatten(0, 1))  # Q_i
+        text_embeddings = torch.stack(
+            [  # Q_i; positives and negatives may be padded to different lengths
+                self.embed_texts(positive_text_input_ids[valid], positive_text_attention_mask[valid]),
+                self.embed_texts(negative_text_input_ids[valid], negative_text_attention_mask[valid]),
+            ]
+        )
         text_latents = self.text_latent_encoder(text_embeddings)  # q_i
-        text_latents = text_latents.view(2, -1, text_latents.shape[-1])
-        text_embeddings = text_embeddings.view(2, -1, text_embeddings.shape[-1])
         reconstructed_items = self.item_decoder(item_latents)
 
         matching_loss = F.mse_loss(item_latents, text_latents)
@@ -394,7 +408,10 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
 
     def set_text_item_latents(self, latents: torch.Tensor) -> None:
         """Use precomputed text-side latents q (row `i` for catalog index `i`, row 0 unused)."""
-        if latents.dim() != 2 or latents.shape != (self.recommender.num_items + 1, self.config.aligner_config.latent_size):
+        if latents.dim() != 2 or latents.shape != (
+            self.recommender.num_items + 1,
+            self.config.aligner_config.latent_size,
+        ):
             raise ValueError(
                 f"text item latents must have shape ({self.recommender.num_items + 1}, "
                 f"{self.config.aligner_config.latent_size}), got {tuple(latents.shape)}."
@@ -479,7 +496,8 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         if bool(valid_items.any()):
             item_features = self.get_item_features(item_ids[valid_items], item_embedding_source)
             inputs_embeds = inputs_embeds.masked_scatter(
-                item_mask.unsqueeze(-1).expand_as(inputs_embeds), (item_features * scale).to(inputs_embeds.dtype)
+                item_mask.unsqueeze(-1).expand_as(inputs_embeds),
+                (item_features * scale).to(inputs_embeds.dtype),
             )
         return inputs_embeds, user_features, item_features
 
@@ -552,7 +570,8 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
             shift_logits = logits[:, :-1].float()
             shift_labels = labels[:, -kept + 1 :] if kept > 1 else labels[:, :0]
             loss = F.cross_entropy(
-                shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1).to(logits.device),
+                shift_logits.reshape(-1, shift_logits.shape[-1]),
+                shift_labels.reshape(-1).to(logits.device),
                 ignore_index=-100,
             )
         output = ALLMRecCausalLMOutput(
@@ -733,7 +752,7 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         for key in HUB_KWARGS:
             if key in kwargs:
                 lm_kwargs[key] = kwargs[key]
-        unknown = set(kwargs) - set(HUB_KWARGS)
+        unknown = set(kwargs) - set(HUB_KWARGS) - set(IGNORED_LOAD_KWARGS)
         if unknown:
             raise TypeError(f"unexpected keyword arguments for from_pretrained: {sorted(unknown)}.")
         if base_model_name_or_path is not None:
@@ -784,17 +803,37 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         for key, value in state_dict.items():
             if key in own and own[key].shape != value.shape:
                 raise ValueError(
-                    f"{weights_file}: {key} has shape {tuple(value.shape)} but the model expects {tuple(own[key].shape)}."
+                    f"{weights_file}: {key} has shape {tuple(value.shape)} but the model expects "
+                    f"{tuple(own[key].shape)}."
                 )
         if stray:
-            logger.warning(f"{weights_file} holds language-model weights; they are ignored (the LM was loaded separately).")
+            logger.warning(
+                f"{weights_file} holds language-model weights; they are ignored (the LM was loaded separately)."
+            )
         self.load_state_dict({k: v for k, v in state_dict.items() if k in own}, strict=False)
+
+    def check_processor(self, processor) -> None:
+        """Raise `ValueError` when a processor does not fit this model (catalog size, placeholder ids)."""
+        catalog = getattr(processor, "catalog", None)
+        num_items = self.recommender.num_items
+        if catalog is not None and catalog.num_items != num_items:
+            raise ValueError(
+                f"the processor's catalog has {catalog.num_items} items but the model's CF encoder has {num_items}: "
+                "use the catalog the model was trained with."
+            )
+        for name, token_id in processor.placeholder_token_ids.items():
+            if getattr(self.config, name) != token_id:
+                raise ValueError(
+                    f"the processor's {name} is {token_id} but the model's config says {getattr(self.config, name)}."
+                )
 
     def print_trainable_parameters(self) -> str:
         """Log (and return) `trainable params: N || all params: M || trainable%: x`."""
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         total = sum(p.numel() for p in self.parameters())
-        line = f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
+        line = (
+            f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
+        )
         logger.info(line)
         return line
 

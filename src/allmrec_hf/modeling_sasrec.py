@@ -90,7 +90,10 @@ class SASRecBlock(nn.Module):
             return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
 
         attended = F.scaled_dot_product_attention(
-            heads(q), heads(k), heads(v), attn_mask=attention_mask,
+            heads(q),
+            heads(k),
+            heads(v),
+            attn_mask=attention_mask,
             dropout_p=self.attention_dropout if self.training else 0.0,
         )
         attended = attended.transpose(1, 2).reshape(batch, length, size)
@@ -226,7 +229,7 @@ class SASRecModel(SASRecPreTrainedModel):
         hidden = self.encode(input_ids)
         loss = None
         if labels is not None:
-            labels = labels[:, -hidden.shape[1]:]
+            labels = labels[:, -hidden.shape[1] :]
             loss = self.compute_loss(hidden, labels, negative_ids)
         output = SASRecOutput(loss=loss, last_hidden_state=hidden, user_representation=hidden[:, -1])
         return output if return_dict else output.to_tuple()
@@ -247,7 +250,7 @@ class SASRecModel(SASRecPreTrainedModel):
             raise ValueError("loss_type='bce' needs negative_ids (sampled negatives, one or more per position).")
         if negative_ids.dim() == 2:
             negative_ids = negative_ids.unsqueeze(-1)
-        negative_ids = negative_ids[:, -hidden.shape[1]:]
+        negative_ids = negative_ids[:, -hidden.shape[1] :]
         check_item_ids(negative_ids, self.config.num_items, what="negative item id")
         positive_logits = (hidden * self.item_embeddings(labels)).sum(-1)
         negative_logits = torch.einsum("bld,blkd->blk", hidden, self.item_embeddings(negative_ids))

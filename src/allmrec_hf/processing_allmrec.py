@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -70,7 +71,9 @@ class PromptTemplate:
             if "{title}" not in getattr(self, name):
                 raise ValueError(f"PromptTemplate.{name} must contain '{{title}}', got {getattr(self, name)!r}.")
         if not isinstance(self.history_length, int) or self.history_length < 0:
-            raise ValueError(f"PromptTemplate.history_length must be a non-negative integer, got {self.history_length!r}.")
+            raise ValueError(
+                f"PromptTemplate.history_length must be a non-negative integer, got {self.history_length!r}."
+            )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PromptTemplate:
@@ -141,6 +144,8 @@ class ALLMRecProcessor(ProcessorMixin):
     ):
         if tokenizer is None or text_encoder_tokenizer is None:
             raise ValueError("ALLMRecProcessor needs both `tokenizer` and `text_encoder_tokenizer`.")
+        if text_encoder_tokenizer is tokenizer:  # two roles, two objects (the LM's gets the placeholders)
+            text_encoder_tokenizer = copy.deepcopy(tokenizer)
         missing = [t for t in (USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN) if t not in tokenizer.get_vocab()]
         if missing:
             tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
@@ -253,7 +258,9 @@ class ALLMRecProcessor(ProcessorMixin):
             for row, target in enumerate(targets):
                 catalog.check_index(target, what=f"target item (row {row})")
                 if candidates is not None and target not in candidates[row]:
-                    raise ValueError(f"target {target} of row {row} is not among its candidates {list(candidates[row])}.")
+                    raise ValueError(
+                        f"target {target} of row {row} is not among its candidates {list(candidates[row])}."
+                    )
 
     def __call__(
         self,
@@ -277,6 +284,7 @@ class ALLMRecProcessor(ProcessorMixin):
             raise TypeError(f"unexpected arguments: {sorted(kwargs)}.")
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}.")
+        histories, candidates, targets = _as_lists(histories), _as_lists(candidates), _as_lists(targets)
         self._check_batch(histories, candidates, targets)
         sequences, label_rows, item_rows = [], [], []
         for row, history in enumerate(histories):
@@ -306,20 +314,30 @@ class ALLMRecProcessor(ProcessorMixin):
             width = max(len(a) for a in answers.values())
             slots = max(len(c) for c in candidates)
             data["candidate_input_ids"] = [
-                _pad([answers[i] for i in row] + [[]] * (slots - len(row)), pad_id, "right", width) for row in candidates
+                _pad([answers[i] for i in row] + [[]] * (slots - len(row)), pad_id, "right", width)
+                for row in candidates
             ]
             data["candidate_attention_mask"] = [
                 _pad([[1] * len(answers[i]) for i in row] + [[]] * (slots - len(row)), 0, "right", width)
                 for row in candidates
             ]
-        return BatchFeature(data=data, tensor_type=return_tensors)
+        batch = BatchFeature(data=data, tensor_type=return_tensors)
+        for key, value in batch.items():
+            # Every field holds ids; an all-empty one (cold users, no item placeholders) would become float.
+            if torch.is_tensor(value) and value.is_floating_point():
+                batch[key] = value.long()
+        return batch
 
     def tokenize_item_texts(self, item_ids: Sequence[int], return_tensors: str | None = "pt"):
         """Tokenise the catalog text of `item_ids` with the sentence encoder's tokenizer."""
         catalog = self._require_catalog()
         texts = [catalog.text(catalog.check_index(i), self.item_text_template) for i in item_ids]
         return self.text_encoder_tokenizer(
-            texts, padding=True, truncation=True, max_length=self.item_text_max_length, return_tensors=return_tensors
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.item_text_max_length,
+            return_tensors=return_tensors,
         )
 
     # ------------------------------------------------------------------------------------------ decoding
@@ -340,7 +358,7 @@ class ALLMRecProcessor(ProcessorMixin):
         if len(texts) != len(candidate_ids):
             raise ValueError(f"{len(texts)} texts for {len(candidate_ids)} candidate lists.")
         results = []
-        for text, row in zip(texts, candidate_ids):
+        for text, row in zip(texts, candidate_ids, strict=True):
             row = [int(i) for i in row if int(i) != 0]
             answer = normalize_title(text)
             titles = {item: normalize_title(catalog.title(item)) for item in row}
@@ -354,7 +372,9 @@ class ALLMRecProcessor(ProcessorMixin):
             inside = [item for item, title in titles.items() if title and title in answer]
             if len(inside) > 1:
                 # A title contained in another matching title ("Heat" in "Heat (1995)") is not a separate match.
-                inside = [i for i in inside if not any(titles[i] != titles[j] and titles[i] in titles[j] for j in inside)]
+                inside = [
+                    i for i in inside if not any(titles[i] != titles[j] and titles[i] in titles[j] for j in inside)
+                ]
             if len(inside) == 1:
                 results.append(CandidateMatch(inside[0], "substring", inside, text))
             elif inside:
@@ -387,7 +407,9 @@ class ALLMRecProcessor(ProcessorMixin):
         if catalog is None:
             hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
             path = cached_file(
-                pretrained_model_name_or_path, CATALOG_FILE_NAME, _raise_exceptions_for_missing_entries=False,
+                pretrained_model_name_or_path,
+                CATALOG_FILE_NAME,
+                _raise_exceptions_for_missing_entries=False,
                 **hub_kwargs,
             )
             if path is not None:
@@ -398,6 +420,13 @@ class ALLMRecProcessor(ProcessorMixin):
     @property
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "cf_input_ids", "item_ids", "labels"]
+
+
+def _as_lists(value):
+    """Tensors and arrays of ids become (nested) lists of ints; lists pass through."""
+    if value is not None and hasattr(value, "tolist") and not isinstance(value, list):
+        return value.tolist()
+    return value
 
 
 def _pad(rows: Sequence[Sequence[int]], value: int, side: str, width: int | None = None) -> list[list[int]]:

@@ -1,0 +1,479 @@
+"""A-LLMRec model behaviour on tiny random LMs of several families."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from allmrec_hf import ALLMRecAlignerConfig, ALLMRecConfig, ALLMRecForConditionalGeneration, SASRecConfig
+from conftest import LM_FAMILIES, build_model, lm_config
+
+HISTORIES = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]]
+CANDIDATES = [[4, 5, 6, 20], [16, 17, 18, 21]]
+TARGETS = [5, 17]
+MODEL_KEYS = ("input_ids", "attention_mask", "cf_input_ids", "item_ids", "labels")
+
+
+def model_inputs(batch):
+    return {key: batch[key] for key in MODEL_KEYS if key in batch}
+
+
+def naive_candidate_scores(model, processor, history, candidates) -> torch.Tensor:
+    """Log-likelihood of each candidate's answer from one full, unpadded forward per candidate."""
+    scores = []
+    for candidate in candidates:
+        batch = processor(histories=[history], candidates=[candidates], targets=[candidate])
+        logits = model(**model_inputs({k: v for k, v in batch.items() if k != "labels"})).logits
+        log_probs = torch.log_softmax(logits[0, :-1].float(), dim=-1)
+        labels = batch["labels"][0, 1:]
+        positions = (labels != -100).nonzero()[:, 0]
+        scores.append(log_probs[positions, labels[positions]].sum())
+    return torch.stack(scores)
+
+
+def plant(model, processor, history, candidates, target, steps=60, lr=3e-2, train_lm=False):
+    """Train the projectors (and the tiny LM with `train_lm`) on one example; returns the loss history.
+    A random 2-layer LM cannot be steered into a 15-token title through its inputs alone, so planting an
+    answer trains the LM too; the frozen-LM contract is tested separately."""
+    batch = processor(histories=[history], candidates=[candidates], targets=[target])
+    if train_lm:
+        model.language_model.requires_grad_(True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = model(**model_inputs(batch)).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    model.language_model.requires_grad_(False)
+    return losses
+
+
+def test_input_ids_path_equals_language_model_without_placeholders(family, processor):
+    model = build_model(family, processor)
+    ids = processor.tokenizer("Recommend one next movie for this user", return_tensors="pt")["input_ids"]
+    mask = torch.ones_like(ids)
+    ours = model(input_ids=ids, attention_mask=mask).logits
+    theirs = model.language_model(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_injected_positions_carry_projected_embeddings(family, processor):
+    model = build_model(family, processor)
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES)
+    embeds, user_features, item_features = model.get_inputs_embeds(
+        batch["input_ids"], batch["cf_input_ids"], batch["item_ids"]
+    )
+    scale = getattr(model.get_input_embeddings(), "embed_scale", 1.0)
+    if family == "gemma3":
+        assert float(scale) == pytest.approx(32**0.5)  # Gemma scales token embeddings; injected ones must match
+    user_mask, item_mask = model.get_placeholder_masks(batch["input_ids"])
+    torch.testing.assert_close(embeds[user_mask], model.get_user_features(batch["cf_input_ids"]) * scale)
+    expected_items = model.get_item_features(batch["item_ids"][batch["item_ids"] != 0]) * scale
+    torch.testing.assert_close(embeds[item_mask], expected_items)
+    assert user_features.shape == (2, model.config.text_config.hidden_size)
+    assert item_features.shape[0] == int(item_mask.sum())
+    # Every other position holds the LM's own token embedding.
+    plain = model.get_input_embeddings()(batch["input_ids"].masked_fill(user_mask | item_mask, 0))
+    other = ~(user_mask | item_mask)
+    torch.testing.assert_close(embeds[other], plain[other])
+
+
+def test_loss_is_cross_entropy_on_answer_tokens_only(family, processor):
+    model = build_model(family, processor)
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES, targets=TARGETS)
+    loss = model(**model_inputs(batch)).loss
+    full = model(**model_inputs({k: v for k, v in batch.items() if k != "labels"})).logits
+    labels = batch["labels"]
+    log_probs = torch.log_softmax(full[:, :-1].float(), dim=-1)
+    next_labels = labels[:, 1:]
+    target = next_labels != -100
+    expected = -log_probs[target].gather(1, next_labels[target][:, None]).mean()
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
+    answer_tokens = sum(len(processor.answer_ids(t)) for t in TARGETS)
+    assert int(target.sum()) == answer_tokens
+
+
+def test_left_and_right_padding_give_the_same_loss(family, processor):
+    model = build_model(family, processor)
+    left = processor(histories=HISTORIES, candidates=CANDIDATES, targets=TARGETS, padding_side="left")
+    right = processor(histories=HISTORIES, candidates=CANDIDATES, targets=TARGETS, padding_side="right")
+    torch.testing.assert_close(model(**model_inputs(left)).loss, model(**model_inputs(right)).loss)
+
+
+def test_gradients_reach_the_projectors_and_nothing_else(family, processor):
+    model = build_model(family, processor)
+    model.train()
+    assert not model.language_model.training and not model.recommender.training  # frozen parts stay in eval
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES, targets=TARGETS)
+    model(**model_inputs(batch)).loss.backward()
+    with_grad = {name for name, p in model.named_parameters() if p.grad is not None}
+    assert with_grad, "no parameter received a gradient"
+    assert all(name.startswith(("user_projector.", "item_projector.")) for name in with_grad), with_grad
+    for prefix in ("user_projector.", "item_projector."):
+        grads = [p.grad.abs().sum() for n, p in model.named_parameters() if n.startswith(prefix)]
+        assert grads and all(float(g) > 0 for g in grads), prefix
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert all(name.startswith(("user_projector.", "item_projector.")) for name in trainable)
+    assert "trainable params" in model.print_trainable_parameters()
+
+
+@pytest.mark.parametrize("candidate_batch_size", [None, 3])
+def test_score_candidates_equals_naive_full_forward(family, processor, candidate_batch_size):
+    model = build_model(family, processor)
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES)
+    scores = model.score_candidates(**batch, candidate_batch_size=candidate_batch_size)
+    assert scores.shape == (2, 4)
+    for row, (history, candidates) in enumerate(zip(HISTORIES, CANDIDATES, strict=True)):
+        expected = naive_candidate_scores(model, processor, history, candidates)
+        torch.testing.assert_close(scores[row], expected, rtol=1e-4, atol=1e-4)
+    mean = model.score_candidates(**batch, reduction="mean")
+    lengths = batch["candidate_attention_mask"].sum(-1)
+    torch.testing.assert_close(mean, scores / lengths, rtol=1e-5, atol=1e-5)
+
+
+def test_score_candidates_pads_ragged_candidate_lists_with_minus_inf(processor):
+    model = build_model("llama", processor)
+    batch = processor(histories=HISTORIES, candidates=[[4, 5], [16, 17, 18]])
+    scores = model.score_candidates(**batch)
+    assert scores.shape == (2, 3)
+    assert scores[0, 2] == float("-inf") and torch.isfinite(scores[0, :2]).all() and torch.isfinite(scores[1]).all()
+
+
+def test_planted_candidate_ranks_first_and_is_generated(family, processor):
+    model = build_model(family, processor)
+    history, candidates, target = [1, 2, 3, 4], [7, 9, 11, 13, 15], 11
+    losses = plant(model, processor, history, candidates, target, steps=100, lr=1e-2, train_lm=True)
+    assert losses[-1] < 0.05 * losses[0]
+    batch = processor(histories=[history], candidates=[candidates])
+    scores = model.score_candidates(**batch)
+    assert candidates[int(scores.argmax())] == target
+    generated = model.generate(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        cf_input_ids=batch["cf_input_ids"],
+        item_ids=batch["item_ids"],
+        max_new_tokens=20,
+    )
+    text = processor.batch_decode(generated, skip_special_tokens=True)
+    match = processor.match_candidates(text, batch["candidate_ids"])[0]
+    assert match.item_id == target, (text, match)
+
+
+def test_cold_user_with_empty_history(processor):
+    model = build_model("llama", processor)
+    batch = processor(histories=[[], [1, 2]], candidates=[[4, 5, 6], [7, 8, 9]])
+    scores = model.score_candidates(**batch)
+    assert torch.isfinite(scores).all()
+    cold = model.get_user_features(torch.zeros(3, 5, dtype=torch.long))
+    torch.testing.assert_close(cold[0], cold[1])  # one learned representation for every cold user
+
+
+def test_text_item_embeddings_path(processor):
+    model = build_model("llama", processor)
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES)
+    with pytest.raises(ValueError, match="compute_text_item_latents"):
+        model.score_candidates(**batch, item_embedding_source="text")
+    latents = model.compute_text_item_latents(processor, batch_size=7)
+    assert latents.shape == (31, 16)
+    texts = processor.tokenize_item_texts([3, 12])
+    torch.testing.assert_close(
+        latents[[3, 12]], model.recommender.encode_texts(texts["input_ids"], texts["attention_mask"])
+    )
+    text_scores = model.score_candidates(**batch, item_embedding_source="text")
+    cf_scores = model.score_candidates(**batch)
+    assert torch.isfinite(text_scores).all() and not torch.allclose(text_scores, cf_scores)
+
+
+def test_placeholder_and_item_count_mismatch_names_both_numbers(processor):
+    model = build_model("llama", processor)
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES)
+    item_ids = batch["item_ids"].clone()
+    item_ids[0, 0] = 0
+    with pytest.raises(ValueError, match=r"row 0 has 7 item placeholder tokens but 6 item ids"):
+        model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            cf_input_ids=batch["cf_input_ids"],
+            item_ids=item_ids,
+        )
+    with pytest.raises(ValueError, match="no cf_input_ids"):
+        model(input_ids=batch["input_ids"], item_ids=batch["item_ids"])
+
+
+def test_item_id_outside_cf_vocabulary_is_named(processor):
+    model = build_model("llama", processor)
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES)
+    item_ids = batch["item_ids"].clone()
+    item_ids[1, 2] = 99
+    with pytest.raises(ValueError, match=r"item id 99 is outside the CF model's vocabulary"):
+        model(input_ids=batch["input_ids"], cf_input_ids=batch["cf_input_ids"], item_ids=item_ids)
+    cf = batch["cf_input_ids"].clone()
+    cf[0, -1] = 31
+    with pytest.raises(ValueError, match=r"history item id 31"):
+        model.get_user_features(cf)
+
+
+def test_generate_and_score_need_left_padding(processor):
+    model = build_model("llama", processor)
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES, padding_side="right")
+    with pytest.raises(ValueError, match="left-padded"):
+        model.generate(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            cf_input_ids=batch["cf_input_ids"],
+            item_ids=batch["item_ids"],
+        )
+    with pytest.raises(ValueError, match="left-padded"):
+        model.score_candidates(**batch)
+
+
+def test_config_values_out_of_range_are_named():
+    with pytest.raises(ValueError, match="item_embedding_source"):
+        ALLMRecConfig(item_embedding_source="sbert")
+    with pytest.raises(ValueError, match="user_token_id"):
+        ALLMRecConfig(user_token_id=-1)
+    with pytest.raises(ValueError, match="alpha"):
+        ALLMRecAlignerConfig(alpha=-0.5)
+    with pytest.raises(ValueError, match="latent_size"):
+        ALLMRecAlignerConfig(latent_size=0)
+    with pytest.raises(ValueError, match="hidden_dropout_prob"):
+        ALLMRecAlignerConfig(cf_config={"model_type": "sasrec", "num_items": 5, "hidden_dropout_prob": 1.5})
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def save_with_language_model(model, processor, tmp_path):
+    lm_dir = tmp_path / "base_lm"
+    model.language_model.save_pretrained(lm_dir)
+    model.config.base_model_name_or_path = str(lm_dir)
+    model.config.base_model_revision = None
+    checkpoint = tmp_path / "checkpoint"
+    model.save_pretrained(checkpoint)
+    processor.save_pretrained(checkpoint)
+    return checkpoint, lm_dir
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3"])
+def test_adapter_checkpoint_round_trip(family, processor, tmp_path):
+    model = build_model(family, processor)
+    plant(model, processor, [1, 2], [3, 4, 5], 4, steps=3)  # move the projectors away from their init
+    checkpoint, _ = save_with_language_model(model, processor, tmp_path)
+    saved = json.loads((checkpoint / "config.json").read_text())
+    assert saved["base_model_name_or_path"] and saved["language_model_included"] is False
+    from safetensors import safe_open
+
+    with safe_open(checkpoint / "model.safetensors", "pt") as handle:
+        keys = list(handle.keys())
+    assert keys and not any(k.startswith("language_model.") for k in keys)
+    assert any(k.startswith("user_projector.") for k in keys) and any(
+        k.startswith("recommender.cf_model") for k in keys
+    )
+
+    loaded = ALLMRecForConditionalGeneration.from_pretrained(checkpoint)
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES)
+    torch.testing.assert_close(loaded.score_candidates(**batch), model.score_candidates(**batch), rtol=0, atol=0)
+
+
+def test_self_contained_checkpoint_round_trip(processor, tmp_path):
+    model = build_model("llama", processor)
+    plant(model, processor, [1, 2], [3, 4, 5], 4, steps=3)
+    model.save_pretrained(tmp_path / "full", include_language_model=True)
+    assert json.loads((tmp_path / "full" / "config.json").read_text())["language_model_included"] is True
+    loaded = ALLMRecForConditionalGeneration.from_pretrained(tmp_path / "full")
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES)
+    torch.testing.assert_close(loaded.score_candidates(**batch), model.score_candidates(**batch), rtol=0, atol=0)
+    assert not model.config.language_model_included  # saving does not change the live config
+
+
+def test_from_pretrained_passes_lm_kwargs_and_accepts_a_loaded_lm(processor, tmp_path):
+    model = build_model("qwen2", processor)
+    checkpoint, lm_dir = save_with_language_model(model, processor, tmp_path)
+    loaded = ALLMRecForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.bfloat16)
+    assert loaded.language_model.dtype == torch.bfloat16
+    assert loaded.user_projector.linear_1.weight.dtype == torch.float32
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES)
+    assert torch.isfinite(loaded.score_candidates(**batch)).all()
+    lm = AutoModelForCausalLM.from_pretrained(lm_dir)
+    again = ALLMRecForConditionalGeneration.from_pretrained(checkpoint, language_model=lm)
+    torch.testing.assert_close(again.score_candidates(**batch), model.score_candidates(**batch), rtol=0, atol=0)
+
+
+def test_loading_with_a_mismatched_language_model_is_refused(processor, tmp_path):
+    model = build_model("llama", processor)
+    checkpoint, _ = save_with_language_model(model, processor, tmp_path)
+    wider = AutoModelForCausalLM.from_config(
+        lm_config("llama", processor.tokenizer.vocab_size).__class__(
+            **{**lm_config("llama", processor.tokenizer.vocab_size).to_dict(), "hidden_size": 64}
+        )
+    )
+    with pytest.raises(ValueError, match=r"hidden_size is 64 but this A-LLMRec checkpoint was built for 32"):
+        ALLMRecForConditionalGeneration.from_pretrained(checkpoint, language_model=wider)
+    other_vocab = AutoModelForCausalLM.from_config(lm_config("llama", 500))
+    with pytest.raises(ValueError, match=r"vocab_size is 500 but .* built for 320"):
+        ALLMRecForConditionalGeneration.from_pretrained(checkpoint, language_model=other_vocab)
+
+
+def test_loading_with_a_mismatched_catalog_size_is_refused(processor, tmp_path):
+    model = build_model("llama", processor)
+    checkpoint, _ = save_with_language_model(model, processor, tmp_path)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["aligner_config"]["cf_config"]["num_items"] = 40
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ValueError, match=r"item_embeddings.weight has shape \(31, 32\) but the model expects \(41, 32\)"
+    ):
+        ALLMRecForConditionalGeneration.from_pretrained(checkpoint)
+
+
+def test_processor_and_model_compatibility_check(processor, tmp_path):
+    model = build_model("llama", processor)
+    model.check_processor(processor)
+    from allmrec_hf import ALLMRecProcessor
+    from conftest import make_catalog
+
+    smaller = ALLMRecProcessor(processor.tokenizer, processor.text_encoder_tokenizer, make_catalog(12))
+    with pytest.raises(ValueError, match=r"catalog has 12 items but the model's CF encoder has 30"):
+        model.check_processor(smaller)
+
+
+def test_adapter_checkpoint_without_base_model_reference_needs_one(processor, tmp_path):
+    model = build_model("llama", processor)
+    model.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(ValueError, match="base_model_name_or_path"):
+        ALLMRecForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize("include_language_model", [False, True])
+def test_trust_remote_code_loading_in_a_fresh_process(processor, tmp_path, include_language_model):
+    model = build_model("gemma3", processor)
+    plant(model, processor, [1, 2], [3, 4, 5], 4, steps=3)
+    checkpoint, _ = save_with_language_model(model, processor, tmp_path)
+    if include_language_model:
+        checkpoint = tmp_path / "full"
+        model.save_pretrained(checkpoint, include_language_model=True)
+        processor.save_pretrained(checkpoint)
+    for name in (
+        "configuration_allmrec.py",
+        "modeling_allmrec.py",
+        "modeling_sasrec.py",
+        "processing_allmrec.py",
+        "catalog.py",
+    ):
+        assert (checkpoint / name).exists(), name
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES)
+    expected = model.score_candidates(**batch)
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["allmrec_hf"] = None  # the package must not be needed
+        import torch
+        from transformers import AutoModelForCausalLM, AutoProcessor
+        processor = AutoProcessor.from_pretrained({str(checkpoint)!r}, trust_remote_code=True)
+        model = AutoModelForCausalLM.from_pretrained({str(checkpoint)!r}, trust_remote_code=True)
+        batch = processor(histories={HISTORIES!r}, candidates={CANDIDATES!r})
+        print(type(model).__module__)
+        print(model.score_candidates(**batch).tolist())
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    module, scores = result.stdout.strip().splitlines()[-2:]
+    assert module.startswith("transformers_modules.")
+    torch.testing.assert_close(torch.tensor(eval(scores)), expected, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ stage 1
+def aligner_batch(processor, positions: int = 1):
+    torch.manual_seed(0)
+    histories = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
+    cf = processor(histories=histories)["cf_input_ids"]
+    positive = torch.tensor([[2, 3, 4, 13], [6, 7, 8, 14], [10, 11, 12, 15]])[:, -positions:]
+    negative = torch.tensor([[20, 21, 22, 23], [24, 25, 26, 27], [28, 29, 30, 19]])[:, -positions:]
+
+    def texts(ids):
+        encoded = processor.tokenize_item_texts(ids.flatten().tolist())
+        return (encoded["input_ids"].view(*ids.shape, -1), encoded["attention_mask"].view(*ids.shape, -1))
+
+    pos_ids, pos_mask = texts(positive)
+    neg_ids, neg_mask = texts(negative)
+    return dict(
+        cf_input_ids=cf,
+        positive_ids=positive,
+        negative_ids=negative,
+        positive_text_input_ids=pos_ids,
+        positive_text_attention_mask=pos_mask,
+        negative_text_input_ids=neg_ids,
+        negative_text_attention_mask=neg_mask,
+    )
+
+
+@pytest.mark.parametrize("positions", [1, 4])
+def test_aligner_losses_and_frozen_cf_model(processor, positions):
+    model = build_model("llama", processor).recommender
+    model.requires_grad_(True)
+    model.cf_model.requires_grad_(False)
+    model.train()
+    assert not model.cf_model.training
+    out = model(**aligner_batch(processor, positions))
+    config = model.config
+    expected = (
+        out.matching_loss
+        + config.alpha * out.item_reconstruction_loss
+        + config.beta * out.text_reconstruction_loss
+        + out.recommendation_loss
+    )
+    torch.testing.assert_close(out.loss, expected)
+    out.loss.backward()
+    assert all(p.grad is None for p in model.cf_model.parameters())
+    for module in (
+        model.item_encoder,
+        model.item_decoder,
+        model.text_latent_encoder,
+        model.text_latent_decoder,
+        model.text_encoder.embeddings,
+    ):
+        assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in module.parameters())
+
+
+def test_aligner_training_decreases_the_loss(processor):
+    model = build_model("llama", processor).recommender
+    model.requires_grad_(True)
+    model.cf_model.requires_grad_(False)
+    model.train()
+    batch = aligner_batch(processor)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for _ in range(30):
+        loss = model(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_aligner_rejects_a_cf_model_of_another_size(processor):
+    from allmrec_hf import SASRecModel
+
+    aligner = build_model("llama", processor).recommender
+    with pytest.raises(ValueError, match="hidden_size is 16 but the aligner was configured for 32"):
+        aligner.set_cf_model(SASRecModel(SASRecConfig(num_items=30, hidden_size=16)))
+
+
+@pytest.mark.parametrize("family", LM_FAMILIES)
+def test_forward_works_for_every_family_in_bf16(family, processor):
+    model = build_model(family, processor).to(torch.bfloat16)
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES, targets=TARGETS)
+    assert torch.isfinite(model(**model_inputs(batch)).loss)
