@@ -477,3 +477,21 @@ def test_forward_works_for_every_family_in_bf16(family, processor):
     model = build_model(family, processor).to(torch.bfloat16)
     batch = processor(histories=HISTORIES, candidates=CANDIDATES, targets=TARGETS)
     assert torch.isfinite(model(**model_inputs(batch)).loss)
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_wrapping_a_loaded_lm_keeps_its_attention_implementation(processor, tmp_path, attn_implementation):
+    # Regression: building ALLMRecConfig(text_config=lm.config) used to reset the LM's attention implementation
+    # to None, which changed its outputs.
+    build_model("llama", processor).language_model.save_pretrained(tmp_path / "lm")
+    lm = AutoModelForCausalLM.from_pretrained(tmp_path / "lm", attn_implementation=attn_implementation).eval()
+    ids = processor.tokenizer("Recommend one next movie for this user", return_tensors="pt")["input_ids"]
+    before = lm(input_ids=ids).logits
+    config = ALLMRecConfig(
+        aligner_config=build_model("llama", processor).config.aligner_config,
+        text_config=lm.config,
+        **processor.placeholder_token_ids,
+    )
+    model = ALLMRecForConditionalGeneration.from_language_model(config, lm).eval()
+    assert model.language_model.config._attn_implementation == attn_implementation
+    torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=0, atol=0)

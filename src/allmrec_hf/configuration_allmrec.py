@@ -24,6 +24,25 @@ MINILM_L6_KWARGS = {
 }
 
 
+def _sub_config_attention(config: PreTrainedConfig) -> dict[str, str]:
+    """The attention implementation already chosen on each sub-config (e.g. an LM loaded with `sdpa`)."""
+    chosen = {}
+    for key in config.sub_configs:
+        sub = getattr(config, key, None)
+        implementation = getattr(sub, "_attn_implementation_internal", None)
+        if isinstance(sub, PreTrainedConfig) and implementation is not None:
+            chosen[key] = implementation
+    return chosen
+
+
+def _restore_sub_config_attention(config: PreTrainedConfig, chosen: dict[str, str], kwargs: dict) -> None:
+    # `PreTrainedConfig.__post_init__` pushes the composite's (unset) implementation down to every sub-config;
+    # a sub-config that came from a loaded model must keep the implementation that model runs with.
+    if kwargs.get("attn_implementation") is None:
+        for key, implementation in chosen.items():
+            getattr(config, key)._attn_implementation = implementation
+
+
 def _resolve_cf_config(cf_config: dict | PreTrainedConfig | None) -> PreTrainedConfig:
     if isinstance(cf_config, PreTrainedConfig):
         return cf_config
@@ -73,7 +92,9 @@ class ALLMRecAlignerConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         self.cf_config = _resolve_cf_config(self.cf_config)
+        chosen = _sub_config_attention(self)
         super().__post_init__(**kwargs)
+        _restore_sub_config_attention(self, chosen, kwargs)
         _check_positive(self, "latent_size")
         for name in ("alpha", "beta"):
             if float(getattr(self, name)) < 0:
@@ -136,7 +157,9 @@ class ALLMRecConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        chosen = _sub_config_attention(self)
         super().__post_init__(**kwargs)
+        _restore_sub_config_attention(self, chosen, kwargs)
         if self.item_embedding_source not in ("cf", "text"):
             raise ValueError(f"item_embedding_source must be 'cf' or 'text', got {self.item_embedding_source!r}.")
         for name in ("user_token_id", "history_token_id", "candidate_token_id"):

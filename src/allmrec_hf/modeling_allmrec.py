@@ -335,6 +335,7 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
     _checkpoint_conversion_mapping: dict = {}
 
     def __init__(self, config: ALLMRecConfig, language_model: PreTrainedModel | None = None):
+        lm_attention = None if language_model is None else language_model.config._attn_implementation
         super().__init__(config)
         aligner_config = config.aligner_config
         lm_hidden = config.text_config.hidden_size
@@ -350,6 +351,8 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         self.language_model = language_model
         self.text_item_latents: torch.Tensor | None = None
         self.post_init()
+        if lm_attention is not None:  # a loaded LM keeps the attention implementation it was loaded with
+            self.language_model.config._attn_implementation = lm_attention
         self.language_model.requires_grad_(False)
         self.recommender.requires_grad_(False)
 

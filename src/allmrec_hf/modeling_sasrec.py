@@ -109,6 +109,11 @@ class SASRecPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = False
     accepts_loss_kwargs = False
+    # SASRec always runs its own small `scaled_dot_product_attention`; whatever implementation a composite model
+    # asks of its sub-models is accepted and has no effect here.
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
