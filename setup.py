@@ -27,7 +27,7 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",
-        "transformers>=5.0,<6",
+        "transformers>=5.24,<6",
         "accelerate>=1.0",
         "safetensors>=0.4",
         "huggingface_hub>=1.0",

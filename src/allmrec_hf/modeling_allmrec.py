@@ -739,7 +739,6 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         Self-contained checkpoints (`include_language_model=True`) load like any transformers model.
         """
         from transformers.utils import cached_file
-        from transformers.utils.hub import PushToHubMixin  # noqa: F401  (keeps the import surface explicit)
 
         config = kwargs.pop("config", None)
         revision = kwargs.pop("revision", None)
