@@ -139,9 +139,15 @@ def real():
     minilm = AutoModel.from_pretrained(minilm_path, dtype=torch.float32).eval()
     model.recommender.text_encoder.load_state_dict(minilm.state_dict())
     return {
-        "model": model, "processor": processor, "minilm": minilm, "lm_path": lm_path,
-        "lm_attention": lm_attention, "attention_after_config": attention_after_config,
-        "histories": histories, "candidates": candidates, "targets": targets,
+        "model": model,
+        "processor": processor,
+        "minilm": minilm,
+        "lm_path": lm_path,
+        "lm_attention": lm_attention,
+        "attention_after_config": attention_after_config,
+        "histories": histories,
+        "candidates": candidates,
+        "targets": targets,
     }
 
 

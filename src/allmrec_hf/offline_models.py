@@ -177,9 +177,7 @@ def atomic_directory(final_dir: str | os.PathLike, info: dict | None = None) -> 
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def materialize(
-    final_dir: str | os.PathLike, build: Callable[[Path], None], info: dict | None = None
-) -> Path:
+def materialize(final_dir: str | os.PathLike, build: Callable[[Path], None], info: dict | None = None) -> Path:
     """Return `final_dir`, first building it with `build(tmp_dir)` inside [`atomic_directory`] unless a
     complete copy is already there."""
     final_dir = Path(final_dir)
@@ -190,9 +188,7 @@ def materialize(
     return final_dir
 
 
-def convert_gguf_to_folder(
-    gguf_dir: str | os.PathLike, gguf_file: str, target_dir: str | os.PathLike
-) -> None:
+def convert_gguf_to_folder(gguf_dir: str | os.PathLike, gguf_file: str, target_dir: str | os.PathLike) -> None:
     """De-quantize a causal LM's GGUF file into a plain float32 transformers folder (weights, config,
     generation config and tokenizer) at `target_dir`.
 
@@ -205,9 +201,7 @@ def convert_gguf_to_folder(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if importlib.util.find_spec("gguf") is None:
-        raise OfflineModelUnavailableError(
-            f"Reading {gguf_file} needs the `gguf` package: pip install gguf."
-        )
+        raise OfflineModelUnavailableError(f"Reading {gguf_file} needs the `gguf` package: pip install gguf.")
     gguf_dir = os.fspath(gguf_dir)
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
     quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
@@ -260,8 +254,7 @@ def offline_model_path(entry: OfflineModel) -> Path | None:
     materialize(
         final_dir,
         lambda tmp: convert_gguf_to_folder(package_dir, entry.gguf_file, tmp),
-        info={"hub_id": entry.hub_id, "source": str(gguf_path), "distribution": entry.distribution,
-              "version": version},
+        info={"hub_id": entry.hub_id, "source": str(gguf_path), "distribution": entry.distribution, "version": version},
     )
     logger.info(f"Converted {entry.hub_id} in {time.perf_counter() - start:.1f} s.")
     return final_dir
