@@ -76,7 +76,7 @@ def main() -> None:
     )
     model = ALLMRecForConditionalGeneration.from_language_model(config, language_model).eval()
     model.recommender.text_encoder.load_state_dict(AutoModel.from_pretrained(text_encoder_path).state_dict())
-    log.info(model.print_trainable_parameters())
+    model.print_trainable_parameters()  # logs: trainable params: N || all params: M || trainable%: x
 
     histories = [[1, 2, 6, 10], []]  # the second user is cold: no history at all
     candidates = [[11, 3, 7, 15], [5, 8, 12, 1]]
