@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import os
 from dataclasses import dataclass
@@ -506,7 +507,7 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
 
     # ------------------------------------------------------------------------------------------ forward
     def _lm_accepts(self, name: str) -> bool:
-        return name in inspect.signature(self.language_model.forward).parameters
+        return name in _forward_parameters(type(self.language_model).forward)
 
     def _cache_kwargs(self, cache) -> dict:
         """The LM's cache argument: `cache` in recent transformers, `past_key_values` before."""
@@ -838,6 +839,12 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         )
         logger.info(line)
         return line
+
+
+@functools.lru_cache(maxsize=32)
+def _forward_parameters(forward) -> frozenset[str]:
+    """Argument names of an LM class's `forward` (looked up once per class, not on every call)."""
+    return frozenset(inspect.signature(forward).parameters)
 
 
 def _output_cache(outputs):
