@@ -33,6 +33,9 @@ setup(
         "huggingface_hub>=1.0",
         "numpy>=1.24",
         "tqdm",
+        "datasets>=3.0",
+        "pandas>=2.2",
+        "pyarrow>=15",
     ],
     extras_require={
         "test": TEST_REQUIRES,

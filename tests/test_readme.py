@@ -19,3 +19,30 @@ def test_readme_api_example_runs():
     exec(compile(block, str(README), "exec"), namespace)
     assert tuple(namespace["scores"].shape) == (2, 3)
     assert all(match.status in {"exact", "substring", "ambiguous", "none"} for match in namespace["matches"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("recbole") is None, reason="needs `make offline-models`")
+def test_readme_data_preparation_runs(tmp_path):
+    """The first command of "Preparing data" and the Python block after it, run as written (output redirected)."""
+    import subprocess
+    import sys
+
+    section = README.read_text().split("## Preparing data", 1)[1].split("\n## ", 1)[0]
+    command = re.findall(r"```bash\n(.*?)\n", section, re.S)[0]
+    assert command.startswith(".venv/bin/python examples/prepare_data.py --output_dir outputs/data/ml-100k")
+    output = tmp_path / "ml-100k"
+    args = command.split()[1:]
+    args[args.index("outputs/data/ml-100k")] = str(output)
+    result = subprocess.run(
+        [sys.executable, *args], cwd=README.parent, capture_output=True, text=True, check=False, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| ml-100k | 943 | 1,682 | 100,000 | 106.04 |" in result.stdout  # the row the README shows
+
+    block = re.findall(r"```python\n(.*?)```", section, re.S)[0].replace("outputs/data/ml-100k", str(output))
+    namespace: dict = {}
+    exec(compile(block, str(README), "exec"), namespace)
+    row = namespace["data"].splits["test"][0]
+    assert row["target"] in row["candidates"] and len(row["candidates"]) == 20
+    assert not (set(row["candidates"]) - {row["target"]}) & set(row["history"])

@@ -1,0 +1,66 @@
+"""The examples in the docstrings of `allmrec_hf.data` run as written.
+
+The docstrings wrap their examples in Markdown fences (```python ... ```), which plain doctest would read as
+expected output; a small parser blanks those fence lines first.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import re
+
+import pytest
+
+MODULES = [
+    "allmrec_hf.data.log",
+    "allmrec_hf.data.preprocess",
+    "allmrec_hf.data.splits",
+    "allmrec_hf.data.candidates",
+    "allmrec_hf.data.prepared",
+    "allmrec_hf.data.readers",
+]
+OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+_FENCE = re.compile(r"^[ \t]*```(?:python)?[ \t]*$", re.M)
+
+
+class FencedDocTestParser(doctest.DocTestParser):
+    """A doctest parser that ignores lines made only of ``` or ```python (a blank line ends an expected output,
+    so a closing fence right after one is not taken as part of it)."""
+
+    def parse(self, string, name="<string>"):
+        return super().parse(_FENCE.sub("", string), name)
+
+
+def _collect() -> list[doctest.DocTest]:
+    finder = doctest.DocTestFinder(parser=FencedDocTestParser(), exclude_empty=True)
+    tests = []
+    for module_name in MODULES:
+        module = importlib.import_module(module_name)
+        tests.extend(t for t in finder.find(module, module_name) if t.examples)
+    return sorted(tests, key=lambda t: t.name)
+
+
+DOCTESTS = _collect()
+
+
+def test_parser_blanks_fences_only():
+    text = '```python\n>>> 1 + 1\n2\n```\n    ```\n>>> print("```x")\n```x\n'
+    examples = FencedDocTestParser().get_examples(text)
+    assert [(e.source, e.want) for e in examples] == [("1 + 1\n", "2\n"), ('print("```x")\n', "```x\n")]
+
+
+def test_every_module_has_examples():
+    modules = {t.name.split(".")[2] for t in DOCTESTS}
+    assert modules == {name.rsplit(".", 1)[1] for name in MODULES}
+    assert len(DOCTESTS) >= 12
+
+
+@pytest.mark.parametrize("test", DOCTESTS, ids=[t.name.removeprefix("allmrec_hf.data.") for t in DOCTESTS])
+def test_docstring_examples(test):
+    runner = doctest.DocTestRunner(optionflags=OPTIONS, verbose=False)
+    output: list[str] = []
+    result = runner.run(test, out=output.append, clear_globs=True)
+    assert result.failed == 0, "".join(output)
+    runnable = [e for e in test.examples if not e.options.get(doctest.SKIP)]
+    assert result.attempted == len(runnable)  # examples marked +SKIP need the user's files
