@@ -121,6 +121,11 @@ class ALLMRecConfig(PreTrainedConfig):
         item_projector_hidden_act (`str`, defaults to `"gelu"`): Activation of the item projector F_I.
         item_embedding_source (`str`, defaults to `"cf"`): Which item latent feeds F_I: `"cf"` (e_i, from the CF
             embedding) or `"text"` (q_i, from the item text: the paper's "SBERT" variant for cold items).
+        item_projector_input (`str`, defaults to `"latent"`): What F_I takes: the stage-1 joint latent
+            (`"latent"`, A-LLMRec) or the raw CF item embedding (`"cf_embedding"`: the paper's MLP-LLM baseline,
+            which skips stage 1 and has no text path).
+        lm_adapter_subfolder (`str`, *optional*): Set by `save_pretrained` when the LM carries a LoRA adapter
+            (trained with `--lora_r`): the subfolder holding it, loaded back onto the base LM by `from_pretrained`.
         language_model_included (`bool`, defaults to `False`): Set by `save_pretrained(include_language_model=True)`
             when a checkpoint holds the LM's weights itself.
 
@@ -153,6 +158,8 @@ class ALLMRecConfig(PreTrainedConfig):
     user_projector_hidden_act: str = "leaky_relu"
     item_projector_hidden_act: str = "gelu"
     item_embedding_source: Literal["cf", "text"] = "cf"
+    item_projector_input: Literal["latent", "cf_embedding"] = "latent"
+    lm_adapter_subfolder: str | None = None
     language_model_included: bool = False
     tie_word_embeddings: bool = False
 
@@ -162,6 +169,12 @@ class ALLMRecConfig(PreTrainedConfig):
         _restore_sub_config_attention(self, chosen, kwargs)
         if self.item_embedding_source not in ("cf", "text"):
             raise ValueError(f"item_embedding_source must be 'cf' or 'text', got {self.item_embedding_source!r}.")
+        if self.item_projector_input not in ("latent", "cf_embedding"):
+            raise ValueError(
+                f"item_projector_input must be 'latent' or 'cf_embedding', got {self.item_projector_input!r}."
+            )
+        if self.item_projector_input == "cf_embedding" and self.item_embedding_source == "text":
+            raise ValueError("item_projector_input='cf_embedding' (MLP-LLM) has no text path: use 'cf' items.")
         for name in ("user_token_id", "history_token_id", "candidate_token_id"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 0):

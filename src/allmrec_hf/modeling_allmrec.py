@@ -22,6 +22,7 @@ logger = logging.get_logger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 LANGUAGE_MODEL_PREFIX = "language_model."
+LM_ADAPTER_SUBFOLDER = "lm_adapter"
 # CF encoders shipped with this package, by `model_type` (see configuration_allmrec.CF_CONFIG_CLASSES).
 CF_MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {"sasrec": SASRecModel}
 # `from_pretrained` keyword arguments that concern how the frozen LM is loaded.
@@ -344,7 +345,12 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         self.user_projector = ALLMRecProjector(
             aligner_config.cf_config.hidden_size, lm_hidden, config.user_projector_hidden_act
         )
-        self.item_projector = ALLMRecProjector(aligner_config.latent_size, lm_hidden, config.item_projector_hidden_act)
+        item_input = (
+            aligner_config.cf_config.hidden_size
+            if config.item_projector_input == "cf_embedding"
+            else aligner_config.latent_size
+        )
+        self.item_projector = ALLMRecProjector(item_input, lm_hidden, config.item_projector_hidden_act)
         if language_model is None:
             language_model = AutoModelForCausalLM.from_config(config.text_config)
         else:
@@ -393,6 +399,10 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
     def get_item_latents(self, item_ids: torch.Tensor, source: str | None = None) -> torch.Tensor:
         """Item latents fed to F_I: e_i from the CF embedding (`"cf"`) or q_i from the item text (`"text"`)."""
         source = source or self.config.item_embedding_source
+        if self.config.item_projector_input == "cf_embedding":  # MLP-LLM: raw CF embeddings, no stage 1
+            if source != "cf":
+                raise ValueError("this model feeds raw CF embeddings to F_I (MLP-LLM): it has no text path.")
+            return self.recommender.cf_model.get_item_embeddings(item_ids)
         if source == "cf":
             return self.recommender.encode_cf_items(item_ids)
         if source != "text":
@@ -714,12 +724,18 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
             state_dict = self.state_dict()
         if not include_language_model:
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith(LANGUAGE_MODEL_PREFIX)}
-        included = self.config.language_model_included
+        included, adapter = self.config.language_model_included, self.config.lm_adapter_subfolder
+        has_adapter = bool(getattr(self.language_model, "_hf_peft_config_loaded", False))
         self.config.language_model_included = include_language_model
+        self.config.lm_adapter_subfolder = LM_ADAPTER_SUBFOLDER if has_adapter and not include_language_model else None
         try:
-            return super().save_pretrained(save_directory, state_dict=state_dict, **kwargs)
+            result = super().save_pretrained(save_directory, state_dict=state_dict, **kwargs)
+            if self.config.lm_adapter_subfolder and kwargs.get("is_main_process", True):
+                # A LoRA adapter on the LM (transformers' PEFT integration): saved on its own, safetensors + JSON.
+                self.language_model.save_pretrained(os.path.join(save_directory, LM_ADAPTER_SUBFOLDER))
+            return result
         finally:
-            self.config.language_model_included = included
+            self.config.language_model_included, self.config.lm_adapter_subfolder = included, adapter
 
     @classmethod
     def from_pretrained(
@@ -771,6 +787,15 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
             language_model = AutoModelForCausalLM.from_pretrained(
                 config.base_model_name_or_path, revision=config.base_model_revision, **lm_kwargs
             )
+        if config.lm_adapter_subfolder:
+            local = os.path.join(os.fspath(pretrained_model_name_or_path), config.lm_adapter_subfolder)
+            if os.path.isdir(local):
+                language_model.load_adapter(local)
+            else:
+                language_model.load_adapter(
+                    os.fspath(pretrained_model_name_or_path),
+                    adapter_kwargs={"subfolder": config.lm_adapter_subfolder, "revision": revision, **hub_kwargs},
+                )
         model = cls.from_language_model(config, language_model)
         weights_file = cached_file(pretrained_model_name_or_path, WEIGHTS_NAME, revision=revision, **hub_kwargs)
         model.load_adapter_weights(weights_file)

@@ -76,6 +76,36 @@ class PromptTemplate:
             )
 
     @classmethod
+    def without_embeddings(cls, **overrides: Any) -> PromptTemplate:
+        """The same prompt with titles only: no user representation and no item embeddings (the paper's
+        LLM-only baseline).
+
+        >>> "{user}" in PromptTemplate.without_embeddings().prompt
+        False
+        """
+        values: dict[str, Any] = {
+            "prompt": (
+                "This user has {past_verb} {history} in the previous. Recommend one next {noun} for this user to "
+                "{verb} next from the following {noun} title set, {candidates}. The recommendation is"
+            ),
+            "prompt_without_candidates": (
+                "This user has {past_verb} {history} in the previous. Recommend one next {noun} for this user to "
+                "{verb} next. The recommendation is"
+            ),
+            "history_item": '"{title}"',
+            "candidate_item": '"{title}"',
+        }
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def uses_embeddings(self) -> bool:
+        """Whether the prompt has any placeholder (user representation or item embeddings)."""
+        return "{user}" in self.prompt + self.prompt_without_candidates or any(
+            "{item}" in text for text in (self.history_item, self.candidate_item)
+        )
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PromptTemplate:
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known

@@ -1,0 +1,157 @@
+"""Argument dataclasses of the training scripts (parsed with `transformers.HfArgumentParser`, also from one JSON
+file). Each stage's `TrainingArguments` subclass only changes defaults, to the paper's settings; every one can be
+overridden on the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+
+def bf16_available() -> bool:
+    """bf16 autocast pays off on GPUs that support it; on CPUs it is opt-in (`--bf16 true`)."""
+    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+@dataclass
+class DataArguments:
+    dataset_dir: str = field(
+        default="outputs/data/ml-100k", metadata={"help": "A prepared dataset (examples/prepare_data.py)."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Train on the first N training users only (for quick runs)."}
+    )
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N users only."})
+    few_shot_users: int | None = field(
+        default=None, metadata={"help": "Few-shot training: K users (the dataset's persisted selection if any)."}
+    )
+
+
+@dataclass
+class CFModelArguments:
+    cf_model: str = field(default="sasrec", metadata={"help": "CF backbone: sasrec."})
+    hidden_size: int = field(default=50, metadata={"help": "Item embedding / hidden size (paper: 50)."})
+    max_length: int = field(default=50, metadata={"help": "Maximum history length (paper: 50)."})
+    num_hidden_layers: int = field(default=2, metadata={"help": "Transformer blocks (paper: 2)."})
+    num_attention_heads: int = field(default=1, metadata={"help": "Attention heads (paper: 1)."})
+    dropout: float = field(default=0.5, metadata={"help": "Dropout (paper: 0.5)."})
+    early_stopping_patience: int | None = field(
+        default=20, metadata={"help": "Stop after this many evaluations without a better NDCG@10 (None: never)."}
+    )
+
+
+@dataclass
+class Stage1ModelArguments:
+    cf_model_path: str = field(default="outputs/cf", metadata={"help": "The pretrained CF checkpoint."})
+    text_encoder: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        metadata={"help": "Sentence encoder (Hub id, resolved to its offline copy when there is one, or a folder)."},
+    )
+    latent_size: int = field(default=128, metadata={"help": "Joint latent size (paper: 128)."})
+    alpha: float = field(default=0.5, metadata={"help": "Weight of the item reconstruction loss (paper: 0.5)."})
+    beta: float = field(default=0.5, metadata={"help": "Weight of the text reconstruction loss (paper: 0.5)."})
+    all_positions: bool = field(
+        default=False, metadata={"help": "Train on every position instead of the last item only (paper: last)."}
+    )
+    item_text_template: str = field(
+        default="{title}, {description}", metadata={"help": "Item text for the sentence encoder, from catalog fields."}
+    )
+    item_text_max_length: int = field(default=128, metadata={"help": "Sentence-encoder tokens per item text."})
+
+
+@dataclass
+class Stage2ModelArguments:
+    stage1_model_path: str | None = field(
+        default="outputs/stage1", metadata={"help": "The stage-1 checkpoint (not needed for --baseline mlp_llm)."}
+    )
+    cf_model_path: str | None = field(
+        default=None, metadata={"help": "The CF checkpoint, for --baseline mlp_llm (projectors on raw CF embeddings)."}
+    )
+    llm: str = field(
+        default="HuggingFaceTB/SmolLM2-135M-Instruct",
+        metadata={
+            "help": "The frozen causal LM (Hub id, resolved to its offline copy when there is one, or a folder)."
+        },
+    )
+    baseline: str | None = field(
+        default=None,
+        metadata={
+            "help": "None (A-LLMRec), 'mlp_llm' (no stage 1) or 'llm_only' (the prompt without embeddings; nothing "
+            "trains)."
+        },
+    )
+    num_candidates: int = field(default=20, metadata={"help": "Candidates per training prompt (paper: 20)."})
+    max_history_length: int = field(default=50, metadata={"help": "History items given to the CF encoder."})
+    prompt_history_length: int = field(default=10, metadata={"help": "History titles shown in the prompt."})
+    noun: str = field(default="movie", metadata={"help": "The domain's noun in the prompt (movie, game, item...)."})
+    verb: str = field(default="watch", metadata={"help": "The prompt's verb (watch, play, buy...)."})
+    past_verb: str = field(default="watched", metadata={"help": "Its past tense (watched, played, bought...)."})
+    lm_dtype: str | None = field(
+        default=None, metadata={"help": "dtype to load the frozen LM in (e.g. bfloat16); default: the LM's own."}
+    )
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the LM (0: off, the paper's frozen LM)."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_target_modules: str = field(default="q_proj,v_proj", metadata={"help": "Comma-separated LoRA targets."})
+
+
+@dataclass
+class CFTrainingArguments(TrainingArguments):
+    """SASRec pretraining defaults from the paper: Adam lr 1e-3 (betas 0.9/0.98), batch 128, up to 200 epochs,
+    evaluated (Hit@10 / NDCG@10 on the validation candidates) and checkpointed every epoch, best model kept."""
+
+    output_dir: str | None = field(default="outputs/cf", metadata={"help": "Where the CF checkpoint goes."})
+    learning_rate: float = 1e-3
+    adam_beta2: float = 0.98
+    per_device_train_batch_size: int = 128
+    per_device_eval_batch_size: int = 256
+    num_train_epochs: float = 200.0
+    lr_scheduler_type: str = "constant"
+    eval_strategy: str = "epoch"
+    save_strategy: str = "epoch"
+    logging_strategy: str = "epoch"
+    save_total_limit: int | None = 2
+    load_best_model_at_end: bool = True
+    metric_for_best_model: str | None = "ndcg@10"
+    greater_is_better: bool | None = True
+    remove_unused_columns: bool = False
+    dataloader_pin_memory: bool = field(default_factory=torch.cuda.is_available)
+    seed: int = 0
+
+
+@dataclass
+class Stage1TrainingArguments(TrainingArguments):
+    """Stage-1 defaults from the paper: Adam lr 1e-4, batch 32, 10 epochs."""
+
+    output_dir: str | None = field(default="outputs/stage1", metadata={"help": "Where the aligner goes."})
+    learning_rate: float = 1e-4
+    per_device_train_batch_size: int = 32
+    num_train_epochs: float = 10.0
+    lr_scheduler_type: str = "constant"
+    save_strategy: str = "epoch"
+    logging_steps: float = 10
+    save_total_limit: int | None = 2
+    remove_unused_columns: bool = False
+    dataloader_pin_memory: bool = field(default_factory=torch.cuda.is_available)
+    seed: int = 0
+
+
+@dataclass
+class Stage2TrainingArguments(TrainingArguments):
+    """Stage-2 defaults from the paper: Adam lr 1e-4, batch 4, 5 epochs; bf16 autocast where the GPU has it."""
+
+    output_dir: str | None = field(default="outputs/stage2", metadata={"help": "Where the recommender goes."})
+    learning_rate: float = 1e-4
+    per_device_train_batch_size: int = 4
+    num_train_epochs: float = 5.0
+    lr_scheduler_type: str = "constant"
+    save_strategy: str = "steps"
+    save_steps: float = 500
+    logging_steps: float = 10
+    save_total_limit: int | None = 2
+    remove_unused_columns: bool = False
+    train_sampling_strategy: str = "group_by_length"
+    dataloader_pin_memory: bool = field(default_factory=torch.cuda.is_available)
+    bf16: bool = field(default_factory=bf16_available, metadata={"help": "bf16 autocast (default: GPU has it)."})
+    seed: int = 0

@@ -1,0 +1,111 @@
+"""What every training script does around its Trainer: parse arguments, set up logging, pick the training rows,
+find the checkpoint to resume from, skip a stage that already finished, and write `all_results.json`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+
+import datasets
+import numpy as np
+import transformers
+from transformers import HfArgumentParser
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..data import PreparedDataset
+from .trainers import write_json
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "all_results.json"
+
+
+@dataclass
+class OutputArguments:
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start over in an output_dir that holds a finished run or checkpoints (default: resume)."},
+    )
+
+
+def parse_arguments(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
+    """Parse the command line (or `argv`), or a single JSON file holding every argument."""
+    parser = HfArgumentParser(dataclass_types)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def setup_logging(training_args) -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    level = training_args.get_process_log_level()
+    logging.getLogger("allmrec_hf").setLevel(level)
+    transformers.utils.logging.set_verbosity(level)
+    datasets.utils.logging.set_verbosity(max(level, logging.WARNING))
+    datasets.disable_progress_bars()
+
+
+def finished_results(output_dir: str, overwrite: bool) -> dict | None:
+    """The results of a run that already finished in `output_dir` (so the stage is skipped), else None."""
+    path = os.path.join(output_dir, RESULTS_FILE)
+    if overwrite or not os.path.isfile(path):
+        return None
+    import json
+
+    with open(path, encoding="utf-8") as fh:
+        results = json.load(fh)
+    logger.info(
+        "%s already holds a finished run (%s): skipping; pass --overwrite_output_dir to retrain.",
+        output_dir,
+        RESULTS_FILE,
+    )
+    return results
+
+
+def checkpoint_to_resume(training_args, overwrite: bool) -> str | None:
+    """`--resume_from_checkpoint` if given, else the last `checkpoint-*` in output_dir (an interrupted run)."""
+    if training_args.resume_from_checkpoint:
+        return training_args.resume_from_checkpoint
+    if overwrite or not os.path.isdir(training_args.output_dir):
+        return None
+    last = get_last_checkpoint(training_args.output_dir)
+    if last is not None:
+        logger.info("Resuming the interrupted run from %s.", last)
+    return last
+
+
+def training_rows(data: PreparedDataset, data_args, require_history: bool = False) -> datasets.Dataset:
+    """The training split, restricted to few-shot users or the first N users when asked. With
+    `require_history`, users with a single training interaction (nothing to predict from) are left out, counted
+    and logged."""
+    rows = data.few_shot(data_args.few_shot_users) if data_args.few_shot_users else data.splits["train"]
+    if data_args.max_train_samples is not None:
+        rows = rows.select(range(min(data_args.max_train_samples, len(rows))))
+    if require_history:
+        lengths = np.asarray([len(h) for h in rows["history"]])
+        keep = np.flatnonzero(lengths > 0)
+        if keep.size < len(rows):
+            logger.info(
+                "%d of %d training users have a single training interaction and nothing to learn from; left out.",
+                len(rows) - keep.size,
+                len(rows),
+            )
+            rows = rows.select(keep)
+    if len(rows) == 0:
+        raise ValueError(f"No training rows left in {data.name!r} (after few-shot / max_train_samples selection).")
+    return rows
+
+
+def evaluation_rows(data: PreparedDataset, data_args, split: str = "validation") -> datasets.Dataset:
+    rows = data.splits[split]
+    if data_args.max_eval_samples is not None:
+        rows = rows.select(range(min(data_args.max_eval_samples, len(rows))))
+    return rows
+
+
+def write_results(output_dir: str, results: dict) -> None:
+    os.makedirs(output_dir, exist_ok=True)
+    write_json(os.path.join(output_dir, RESULTS_FILE), results)

@@ -1,0 +1,220 @@
+"""`transformers.Trainer` subclasses for CF pretraining and the two A-LLMRec alignment stages.
+
+What they add to the Trainer (which runs on Accelerate, so DDP / FSDP / DeepSpeed work through `accelerate
+launch` or `torchrun`):
+
+- Checkpoints hold only what trains: `trainable_weights.safetensors` (parameters with `requires_grad`) plus the
+  model config and the training arguments as JSON, besides the Trainer's optimizer, scheduler and RNG state.
+  `resume_from_checkpoint` restores them; the frozen LM, CF encoder and aligner come from where they were loaded.
+- Loss components (stage 1: matching, item/text reconstruction, recommendation) are logged separately, averaged
+  over the logging interval.
+- `CFTrainer.evaluate` computes Hit@K / NDCG@K on the persisted validation candidate sets, so early stopping can
+  use them (`metric_for_best_model="ndcg@10"`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import defaultdict
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import Trainer
+
+from ..evaluation.metrics import ranking_metrics, target_ranks
+from .collators import left_pad
+
+logger = logging.getLogger(__name__)
+
+TRAINABLE_WEIGHTS_NAME = "trainable_weights.safetensors"
+TRAINING_ARGS_JSON = "training_args.json"
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that train (`requires_grad`), detached and contiguous, by name."""
+    return {name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad}
+
+
+class ALLMRecTrainerMixin:
+    """Trainable-only checkpoints and separately logged loss components (see the module docstring)."""
+
+    loss_component_names: tuple[str, ...] = ()
+
+    def _component_store(self) -> dict[str, list[float]]:
+        if not hasattr(self, "_loss_components"):
+            self._loss_components = defaultdict(list)
+        return self._loss_components
+
+    def record_loss_components(self, outputs) -> None:
+        if not self.model.training:
+            return
+        store = self._component_store()
+        for name in self.loss_component_names:
+            value = outputs.get(name) if hasattr(outputs, "get") else None
+            if value is not None:
+                store[name].append(float(value.detach().float()))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        store = self._component_store()
+        if "loss" in logs and store:
+            for name, values in store.items():
+                if values:
+                    logs[name] = round(float(np.mean(values)), 6)
+            store.clear()
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        save_file(trainable_state_dict(model), os.path.join(output_dir, TRAINABLE_WEIGHTS_NAME), {"format": "pt"})
+        model.config.to_json_file(os.path.join(output_dir, "config.json"))
+        with open(os.path.join(output_dir, TRAINING_ARGS_JSON), "w", encoding="utf-8") as fh:
+            fh.write(self.args.to_json_string())
+        logger.info("Saved the trainable weights to %s", output_dir)
+
+    def _load_trainable(self, checkpoint: str, model: nn.Module | None = None) -> None:
+        model = self.accelerator.unwrap_model(model if model is not None else self.model, keep_torch_compile=False)
+        path = os.path.join(checkpoint, TRAINABLE_WEIGHTS_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{checkpoint} has no {TRAINABLE_WEIGHTS_NAME}: it was not written by this trainer."
+            )
+        weights = load_file(path)
+        expected = {name for name, p in model.named_parameters() if p.requires_grad}
+        if set(weights) != expected:
+            missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
+            raise ValueError(
+                f"{path} does not match the model's trainable parameters (missing {missing[:5]}, unexpected "
+                f"{unexpected[:5]}): resume with the same model and settings that wrote it."
+            )
+        parameters = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in weights.items():
+                parameters[name].copy_(value.to(parameters[name].device, parameters[name].dtype))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        if os.path.isfile(os.path.join(resume_from_checkpoint, TRAINABLE_WEIGHTS_NAME)):
+            self._load_trainable(resume_from_checkpoint, model)
+        else:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        checkpoint = self.state.best_model_checkpoint
+        if checkpoint and os.path.isfile(os.path.join(checkpoint, TRAINABLE_WEIGHTS_NAME)):
+            logger.info("Loading the best model from %s (score: %s).", checkpoint, self.state.best_metric)
+            self._load_trainable(checkpoint)
+        else:
+            super()._load_best_model()
+
+
+class CFTrainer(ALLMRecTrainerMixin, Trainer):
+    """Pretrains a CF model (SASRec) with BCE on one sampled negative per position (use `CFCollator`), and
+    evaluates Hit@K / NDCG@K on the persisted candidate sets of `eval_dataset` (rows with `history`, `target`,
+    `candidates`: a prepared dataset's validation split).
+
+    Example (see `examples/pretrain_cf.py` for the full script):
+
+    ```python
+    >>> trainer = CFTrainer(model=sasrec, args=TrainingArguments("out", eval_strategy="epoch"),  # doctest: +SKIP
+    ...                     train_dataset=data.splits["train"], eval_dataset=data.splits["validation"],
+    ...                     data_collator=CFCollator.for_config(sasrec.config, seed=0))
+    ```
+    """
+
+    eval_ks: tuple[int, ...] = (1, 5, 10)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    @torch.no_grad()
+    def rank_candidates(self, dataset, batch_size: int | None = None) -> np.ndarray:
+        """The 0-based rank of each row's target among its candidates, by the CF model's scores."""
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        batch_size = batch_size or self.args.per_device_eval_batch_size
+        max_length = model.config.max_seq_length
+        device = next(model.parameters()).device
+        ranks = []
+        try:
+            for start in range(0, len(dataset), batch_size):
+                rows = dataset[start : start + batch_size]
+                histories = [list(h)[-max_length:] for h in rows["history"]]
+                candidates = torch.as_tensor(np.asarray(rows["candidates"], dtype=np.int64), device=device)
+                targets = torch.as_tensor(np.asarray(rows["target"], dtype=np.int64), device=device)
+                scores = model.score_items(left_pad(histories).to(device), candidates)
+                positions = (candidates == targets[:, None]).float().argmax(-1)
+                ranks.append(target_ranks(scores.float().cpu().numpy(), positions.cpu().numpy()))
+        finally:
+            model.train(was_training)
+        return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise ValueError("CFTrainer.evaluate needs an eval_dataset (a prepared dataset's validation split).")
+        if "candidates" not in dataset.column_names:
+            raise ValueError(
+                "The evaluation rows have no 'candidates' column: prepare the dataset with negative sampling "
+                "(the default) to evaluate on candidate sets."
+            )
+        ranks = self.rank_candidates(dataset)
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in ranking_metrics(ranks, self.eval_ks).items()}
+        self.log(metrics)
+        if metric_key_prefix == "eval":  # early stopping and best-model tracking watch validation only
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+class Stage1Trainer(ALLMRecTrainerMixin, Trainer):
+    """Stage 1 (the aligner): the paper's four losses, logged separately; the CF encoder stays frozen and the
+    sentence encoder fine-tunes. Use `Stage1Collator`."""
+
+    loss_component_names = (
+        "matching_loss",
+        "item_reconstruction_loss",
+        "text_reconstruction_loss",
+        "recommendation_loss",
+    )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        self.record_loss_components(outputs)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        with torch.no_grad():
+            loss = model(**inputs).loss.detach()
+        return loss, None, None
+
+
+class Stage2Trainer(ALLMRecTrainerMixin, Trainer):
+    """Stage 2: only the projectors train (the LM, CF encoder and aligner are frozen); next-token loss on the
+    answer. Use `Stage2Collator` (a fresh candidate set per example). Set `bf16=True` where the hardware has it."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = model(**inputs).loss.detach()
+        return loss, None, None
+
+
+def write_json(path: str, payload) -> None:
+    """Write JSON atomically (to a temporary file, then rename)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+    os.replace(tmp, path)
