@@ -13,6 +13,7 @@ again resumes an interrupted run (or skips a finished one). The output folder ho
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 
@@ -48,14 +49,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     data = PreparedDataset.load(data_args.dataset_dir)
     cf_model = load_cf_model(model_args.cf_model_path, data.catalog)  # checks kind and items before training
-    train_rows = training_rows(data, data_args)
+    train_rows = training_rows(data, data_args, require_history=True)
     set_seed(training_args.seed)
     aligner, text_tokenizer = build_aligner(
         cf_model, model_args.text_encoder, model_args.latent_size, model_args.alpha, model_args.beta
     )
-    # Only the sentence-encoder side of the processor is used here (item texts from the catalog).
+    # Only the sentence-encoder side of the processor is used here (item texts from the catalog). Its LM side gets
+    # a copy: the processor adds placeholder tokens to it, which the saved sentence-encoder tokenizer must not have.
     processor = ALLMRecProcessor(
-        text_tokenizer,
+        copy.deepcopy(text_tokenizer),
         text_tokenizer,
         data.catalog,
         item_text_template=model_args.item_text_template,

@@ -77,7 +77,10 @@ def main(argv: list[str] | None = None) -> dict:
         PromptTemplate.without_embeddings(**words) if model_args.baseline == "llm_only" else PromptTemplate(**words)
     )
     lm_kwargs = {"dtype": getattr(torch, model_args.lm_dtype)} if model_args.lm_dtype else {}
-    if model_args.baseline == "mlp_llm" or (model_args.baseline == "llm_only" and not model_args.stage1_model_path):
+    set_seed(training_args.seed)  # before the projectors are initialised
+    # llm_only carries a frozen recommender it never uses: from --cf_model_path when given (no stage 1 needed).
+    llm_only_from_cf = model_args.cf_model_path or not model_args.stage1_model_path
+    if model_args.baseline == "mlp_llm" or (model_args.baseline == "llm_only" and llm_only_from_cf):
         if not model_args.cf_model_path:
             raise ValueError(f"--baseline {model_args.baseline} needs --cf_model_path (a pretrained CF checkpoint).")
         cf_model = load_cf_model(model_args.cf_model_path, data.catalog)
@@ -112,7 +115,6 @@ def main(argv: list[str] | None = None) -> dict:
         "dataset_dir": os.path.abspath(data_args.dataset_dir),
     }
     if model_args.baseline != "llm_only":
-        set_seed(training_args.seed)
         train_rows = _with_lengths(training_rows(data, data_args), data.catalog, model_args.prompt_history_length)
         collator = Stage2Collator(processor, data.num_items, model_args.num_candidates, seed=training_args.seed)
         trainer = Stage2Trainer(

@@ -186,3 +186,75 @@ def build_model(family: str, processor: ALLMRecProcessor, seed: int = 0) -> ALLM
 @pytest.fixture(params=LM_FAMILIES)
 def family(request) -> str:
     return request.param
+
+
+# ================================================================================ training (session-scoped)
+# A tiny prepared dataset, a tiny sentence encoder and tiny LMs saved to folders, and the CF and stage-1 runs of
+# the example scripts, shared by tests/test_training_*.py (built on first use).
+
+
+@pytest.fixture(scope="session")
+def training_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("training")
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(training_root) -> str:
+    from training_helpers import write_dataset
+
+    return write_dataset(training_root / "data")
+
+
+@pytest.fixture(scope="session")
+def text_encoder_dir(training_root) -> str:
+    from training_helpers import write_text_encoder
+
+    return write_text_encoder(training_root / "text_encoder", make_tokenizer())
+
+
+@pytest.fixture(scope="session")
+def lm_dir(training_root):
+    """`lm_dir(family)`: the folder of a tiny random causal LM of that family with the tiny tokenizer."""
+    from training_helpers import write_language_model
+
+    folders: dict[str, str] = {}
+
+    def get(family: str = "llama") -> str:
+        if family not in folders:
+            folders[family] = write_language_model(training_root / f"lm_{family}", family, make_tokenizer(), lm_config)
+        return folders[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def cf_run(tiny_dataset, training_root):
+    """`examples/pretrain_cf.py` on the tiny dataset (evaluated and checkpointed every epoch, best kept)."""
+    from training_helpers import CF_ARGS, run_example
+
+    return run_example(
+        "pretrain_cf",
+        ["--dataset_dir", tiny_dataset, "--output_dir", str(training_root / "cf"), *CF_ARGS]
+        + ["--num_train_epochs", "20", "--per_device_train_batch_size", "8", "--learning_rate", "1e-2"],
+    )
+
+
+@pytest.fixture(scope="session")
+def stage1_run(cf_run, tiny_dataset, text_encoder_dir, training_root):
+    """`examples/train_stage1.py` from the CF checkpoint (15 epochs of 2 steps, components logged every 2)."""
+    from training_helpers import run_example
+
+    return run_example(
+        "train_stage1",
+        [
+            "--dataset_dir",
+            tiny_dataset,
+            "--output_dir",
+            str(training_root / "stage1"),
+            "--cf_model_path",
+            cf_run.output_dir,
+        ]
+        + ["--text_encoder", text_encoder_dir, "--latent_size", "16", "--item_text_max_length", "16"]
+        + ["--num_train_epochs", "15", "--per_device_train_batch_size", "8", "--learning_rate", "1e-3"]
+        + ["--logging_steps", "2", "--save_strategy", "no"],
+    )

@@ -167,6 +167,10 @@ class Stage2Collator(_EpochAware):
         self.processor, self.num_items, self.num_candidates, self.seed = processor, num_items, num_candidates, seed
 
     def candidates_for(self, row: dict[str, Any]) -> list[int]:
+        """The row's persisted candidates when it carries them (validation rows: comparable across epochs),
+        else a fresh seeded set."""
+        if row.get("candidates"):
+            return [int(i) for i in row["candidates"]]
         sequence = list(row["history"]) + [int(row["target"])]
         rng = example_rng(self.seed, self.epoch, int(row["user"]), stream=2)
         candidates = [int(row["target"])] + sample_unseen(rng, self.num_items, set(sequence), self.num_candidates - 1)

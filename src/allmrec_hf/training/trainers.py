@@ -68,7 +68,13 @@ class ALLMRecTrainerMixin:
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------------------------------ checkpoints
+    def _sharded(self) -> bool:
+        # Under FSDP / DeepSpeed the parameters are sharded: the Trainer's own (full) checkpointing applies.
+        return bool(getattr(self, "is_fsdp_enabled", False) or getattr(self, "is_deepspeed_enabled", False))
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if self._sharded():
+            return super()._save(output_dir, state_dict)
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if not self.args.should_save:
             return
@@ -101,14 +107,14 @@ class ALLMRecTrainerMixin:
                 parameters[name].copy_(value.to(parameters[name].device, parameters[name].dtype))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        if os.path.isfile(os.path.join(resume_from_checkpoint, TRAINABLE_WEIGHTS_NAME)):
+        if not self._sharded() and os.path.isfile(os.path.join(resume_from_checkpoint, TRAINABLE_WEIGHTS_NAME)):
             self._load_trainable(resume_from_checkpoint, model)
         else:
             super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def _load_best_model(self) -> None:
         checkpoint = self.state.best_model_checkpoint
-        if checkpoint and os.path.isfile(os.path.join(checkpoint, TRAINABLE_WEIGHTS_NAME)):
+        if checkpoint and not self._sharded() and os.path.isfile(os.path.join(checkpoint, TRAINABLE_WEIGHTS_NAME)):
             logger.info("Loading the best model from %s (score: %s).", checkpoint, self.state.best_metric)
             self._load_trainable(checkpoint)
         else:

@@ -1,0 +1,162 @@
+#!/usr/bin/env python
+"""Benchmark: stage-2 training speed with SmolLM2-135M-Instruct on this machine's CPUs.
+
+Measured in one run, on the same batches (MovieLens-100k users, 20 candidates per prompt, batch 4):
+- this machine's bf16 matmul peak (best of several square matmul sizes) — the reference for the target;
+- for each precision setting, samples/s, tokens/s, the FLOPs actually executed per step (forward and backward,
+  counted by `torch.utils.flop_counter.FlopCounterMode`), achieved FLOP/s as a fraction of that peak, and peak
+  resident memory;
+- a profile of one step of the fastest setting: where the time goes, by operator.
+
+Target (issue "Training"): at least 35% of the bf16 matmul peak.
+
+    python benchmarks/stage2_training_speed.py            # needs `make offline-models` (SmolLM2, MiniLM, recbole)
+    python benchmarks/stage2_training_speed.py --steps 3  # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import tempfile
+import time
+
+import torch
+
+TARGET = 0.35
+
+
+def matmul_peak(dtype: torch.dtype, sizes=(1024, 2048, 3072), repeats: int = 4) -> float:
+    """Best FLOP/s of square matmuls in `dtype` (what the hardware's matmul units deliver here)."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2 * n**3 * repeats / (time.perf_counter() - start))
+    return best
+
+
+def build(lm_dtype: torch.dtype | None):
+    from allmrec_hf import SASRecModel
+    from allmrec_hf.data import prepare_dataset
+    from allmrec_hf.data.readers import read_movielens_100k
+    from allmrec_hf.training.builders import build_aligner, build_stage2_model
+
+    data = prepare_dataset(read_movielens_100k(), preset="ml-100k", seed=0)
+    from allmrec_hf import SASRecConfig
+
+    cf = SASRecModel(SASRecConfig(num_items=data.num_items))
+    aligner, text_tokenizer = build_aligner(cf, "sentence-transformers/all-MiniLM-L6-v2")
+    model, processor = build_stage2_model(
+        aligner,
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        text_tokenizer,
+        data.catalog,
+        lm_kwargs={"dtype": lm_dtype} if lm_dtype is not None else {},
+    )
+    return data, model, processor
+
+
+def run_setting(name, model, batches, autocast: bool, steps: int, peak: float, profile: bool = False):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=1e-4)
+    model.train()
+
+    def step(batch):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step(batches[0])  # warm-up
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(batches[1 % len(batches)])
+    flops_per_step = counter.get_total_flops()
+    start = time.perf_counter()
+    for i in range(steps):
+        step(batches[i % len(batches)])
+    elapsed = time.perf_counter() - start
+    samples = sum(batches[i % len(batches)]["input_ids"].shape[0] for i in range(steps))
+    tokens = sum(int(batches[i % len(batches)]["attention_mask"].sum()) for i in range(steps))
+    achieved = flops_per_step * steps / elapsed
+    result = {
+        "setting": name,
+        "samples/s": samples / elapsed,
+        "tokens/s": tokens / elapsed,
+        "GFLOP/step": flops_per_step / 1e9,
+        "GFLOP/s": achieved / 1e9,
+        "fraction_of_bf16_peak": achieved / peak,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+    }
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            step(batches[0])
+        result["profile"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    peak = matmul_peak(torch.bfloat16)
+    fp32_peak = matmul_peak(torch.float32)
+    print(f"{args.threads} threads; matmul peak: bf16 {peak / 1e9:.0f} GFLOP/s, fp32 {fp32_peak / 1e9:.0f} GFLOP/s")
+
+    from allmrec_hf.training.collators import Stage2Collator
+
+    results = []
+    for name, lm_dtype, autocast in (
+        ("fp32", None, False),
+        ("bf16 autocast (fp32 LM weights)", None, True),
+        ("bf16 LM weights + autocast", torch.bfloat16, True),
+    ):
+        data, model, processor = build(lm_dtype)
+        collator = Stage2Collator(processor, data.num_items, 20, seed=0)
+        rows = data.splits["train"].select(range(args.batch_size * 4))
+        batches = [
+            collator([rows[j] for j in range(i, i + args.batch_size)]) for i in range(0, len(rows), args.batch_size)
+        ]
+        results.append(run_setting(name, model, batches, autocast, args.steps, peak, profile=lm_dtype is not None))
+        del model
+    print(f"batch {args.batch_size}, {args.steps} timed steps, 20 candidates per prompt, SmolLM2-135M-Instruct frozen")
+    print(f"{'setting':<34} {'samples/s':>9} {'tokens/s':>9} {'GFLOP/step':>10} {'GFLOP/s':>8} {'of bf16 peak':>12}")
+    for r in results:
+        print(
+            f"{r['setting']:<34} {r['samples/s']:9.2f} {r['tokens/s']:9.0f} {r['GFLOP/step']:10.0f} "
+            f"{r['GFLOP/s']:8.0f} {r['fraction_of_bf16_peak']:11.1%}"
+        )
+    best = max(results, key=lambda r: r["fraction_of_bf16_peak"])
+    print(f"peak RSS {results[-1]['peak_rss_gb']:.2f} GB")
+    verdict = "OK" if best["fraction_of_bf16_peak"] >= TARGET else "MISSED"
+    print(
+        f"best: {best['setting']}: {best['fraction_of_bf16_peak']:.1%} of the bf16 peak "
+        f"= {best['fraction_of_bf16_peak'] / TARGET:.2f} x the {TARGET:.0%} target ({verdict})"
+    )
+    if "profile" in best or "profile" in results[-1]:
+        print("where one step's time goes (bf16 LM weights + autocast), by operator:")
+        print(results[-1]["profile"])
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory():
+        main()

@@ -1,0 +1,168 @@
+"""Helpers for the training tests: a tiny synthetic prepared dataset, tiny text-encoder and LM folders, and
+running the example scripts in-process (`main()` with a patched `sys.argv`) while keeping hold of their Trainer.
+
+The session-scoped fixtures built from these live at the end of `tests/conftest.py`."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, BertConfig, BertModel
+
+from allmrec_hf.data import InteractionLog, prepare_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+NUM_ITEMS = 40
+NUM_USERS = 16
+TITLE_WORDS = "red blue green dark night river stone city love war star road king moon time game house".split()
+
+# Shared by every script run: tiny models, no progress bars, no reporting, CPU.
+COMMON_ARGS = ["--disable_tqdm", "true", "--report_to", "none", "--use_cpu", "true", "--dataloader_num_workers", "0"]
+CF_ARGS = ["--hidden_size", "32", "--max_length", "20", "--num_attention_heads", "2", "--dropout", "0.1"]
+
+
+def item_titles(n: int = NUM_ITEMS) -> list[str]:
+    return [f"{TITLE_WORDS[i % 17].title()} {TITLE_WORDS[(3 * i + 1) % 17]} {1980 + i}" for i in range(n)]
+
+
+def make_log(num_items: int = NUM_ITEMS, num_users: int = NUM_USERS, id_prefix: str = "i", seed: int = 0):
+    """A synthetic log: `num_users` users with 6-12 interactions each over `num_items` titled items (with a
+    description on two items out of three). Users follow loose item "chains" so there is something to learn."""
+    rng = np.random.default_rng(seed)
+    users, items = [], []
+    for user in range(num_users):
+        length = int(rng.integers(6, 13))
+        start = int(rng.integers(0, num_items))
+        step = 1 + user % 3
+        chosen: list[int] = []
+        position = start
+        while len(chosen) < length:
+            if position % num_items not in chosen:
+                chosen.append(position % num_items)
+            position += step
+        users += [f"u{user}"] * length
+        items += [f"{id_prefix}{i}" for i in chosen]
+    interactions = pd.DataFrame({"user_id": users, "item_id": items})
+    titles = item_titles(num_items)
+    metadata = pd.DataFrame(
+        {
+            "item_id": [f"{id_prefix}{i}" for i in range(num_items)],
+            "title": titles,
+            "description": [f"a film about {TITLE_WORDS[i % 17]}" if i % 3 else None for i in range(num_items)],
+        }
+    )
+    return InteractionLog.from_frames(interactions, metadata, source="synthetic")
+
+
+def write_dataset(path: Path, **log_kwargs) -> str:
+    data = prepare_dataset(make_log(**log_kwargs), num_negatives=5, seed=0, name="tiny")
+    return data.save(path)
+
+
+def write_text_encoder(path: Path, tokenizer) -> str:
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def write_language_model(path: Path, family: str, tokenizer, lm_config) -> str:
+    """A tiny random causal LM. Initialised with a larger spread than usual (0.2) so that its output depends on
+    its input enough for the projectors to lower the loss visibly within a few steps."""
+    torch.manual_seed(0)
+    config = lm_config(family, len(tokenizer))
+    config.initializer_range = 0.2
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+_MODULES: dict[str, object] = {}
+
+
+def example_module(name: str):
+    """`examples/<name>.py` imported as a module (once)."""
+    if name not in _MODULES:
+        spec = importlib.util.spec_from_file_location(f"allmrec_example_{name}", EXAMPLES / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _MODULES[name] = module
+    return _MODULES[name]
+
+
+TRAINER_CLASS = {"pretrain_cf": "CFTrainer", "train_stage1": "Stage1Trainer", "train_stage2": "Stage2Trainer"}
+
+
+class Run:
+    """What one script run left behind: its results, its Trainer (or None) and the model's initial weights."""
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+        self.results: dict | None = None
+        self.trainer = None
+        self.initial: dict[str, torch.Tensor] = {}
+
+    @property
+    def log_history(self) -> list[dict]:
+        return self.trainer.state.log_history
+
+    def losses(self) -> dict[int, float]:
+        """The logged training losses by step."""
+        return {entry["step"]: entry["loss"] for entry in self.log_history if "loss" in entry}
+
+
+def run_example(name: str, args: list[str], callbacks: list | None = None) -> Run:
+    """Run `examples/<name>.py` through `main()` with `sys.argv` patched, recording its Trainer (and the model's
+    weights when the Trainer was built) through a subclass put in the script's namespace."""
+    module = example_module(name)
+    base = getattr(module, TRAINER_CLASS[name])
+    run = Run(args[args.index("--output_dir") + 1])
+
+    class Recording(base):
+        def __init__(self, *a, **kw):
+            model = kw["model"]
+            run.initial = {n: p.detach().clone() for n, p in model.named_parameters()}
+            if callbacks:
+                kw["callbacks"] = list(kw.get("callbacks") or []) + list(callbacks)
+            super().__init__(*a, **kw)
+            run.trainer = self
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # also when called from a session fixture (set up before the autouse one)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(module, TRAINER_CLASS[name], Recording)
+            mp.setattr(sys, "argv", [f"{name}.py", *args, *COMMON_ARGS])
+            run.results = module.main()
+    finally:
+        torch.set_num_threads(threads)
+    return run
+
+
+def files_in(path: str | os.PathLike) -> dict[str, bytes]:
+    """Every file under `path` with its bytes (to check that nothing changed)."""
+    out = {}
+    for root, _, names in os.walk(path):
+        for file_name in names:
+            full = os.path.join(root, file_name)
+            with open(full, "rb") as fh:
+                out[os.path.relpath(full, path)] = fh.read()
+    return out
