@@ -76,7 +76,11 @@ def main(argv: list[str] | None = None) -> dict:
     template = (
         PromptTemplate.without_embeddings(**words) if model_args.baseline == "llm_only" else PromptTemplate(**words)
     )
+    if model_args.lm_dtype and not isinstance(getattr(torch, model_args.lm_dtype, None), torch.dtype):
+        raise ValueError(f"--lm_dtype {model_args.lm_dtype!r} is not a torch dtype (e.g. bfloat16, float16, float32).")
     lm_kwargs = {"dtype": getattr(torch, model_args.lm_dtype)} if model_args.lm_dtype else {}
+    if model_args.attn_implementation:
+        lm_kwargs["attn_implementation"] = model_args.attn_implementation
     set_seed(training_args.seed)  # before the projectors are initialised
     # llm_only carries a frozen recommender it never uses: from --cf_model_path when given (no stage 1 needed).
     llm_only_from_cf = model_args.cf_model_path or not model_args.stage1_model_path

@@ -445,3 +445,23 @@ def test_stage1_script_asks_for_users_with_a_history(monkeypatch, tiny_dataset, 
     with pytest.raises(RuntimeError, match="stop here"):
         module.main(argv)
     assert seen == {"require_history": True}
+
+
+def test_stage2_lm_loading_options(stage1_run, tiny_dataset, lm_dir, tmp_path):
+    """--lm_dtype and --attn_implementation reach the LM; the projectors stay float32; a bad dtype is refused
+    before anything is built."""
+    base = ["--dataset_dir", tiny_dataset, "--stage1_model_path", stage1_run.output_dir, "--llm", lm_dir("llama")]
+    with pytest.raises(ValueError, match="--lm_dtype 'bfloat17' is not a torch dtype"):
+        run_example("train_stage2", base + ["--output_dir", str(tmp_path / "bad"), "--lm_dtype", "bfloat17"])
+    assert not (tmp_path / "bad").exists()
+    run = run_example(
+        "train_stage2",
+        base
+        + ["--output_dir", str(tmp_path / "ok"), "--max_steps", "2", *STAGE2_ARGS]
+        + ["--lm_dtype", "bfloat16", "--attn_implementation", "eager"],
+    )
+    model = run.trainer.model
+    assert model.language_model.dtype == torch.bfloat16
+    assert model.language_model.config._attn_implementation == "eager"
+    assert model.user_projector.linear_1.weight.dtype == torch.float32
+    assert all(torch.isfinite(torch.tensor(v)) for v in run.losses().values())

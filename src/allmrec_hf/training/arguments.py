@@ -91,6 +91,10 @@ class Stage2ModelArguments:
     lm_dtype: str | None = field(
         default=None, metadata={"help": "dtype to load the frozen LM in (e.g. bfloat16); default: the LM's own."}
     )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "The LM's attention (eager, sdpa, ...); on CPU, eager trains faster (see benchmarks/)."},
+    )
     lora_r: int = field(default=0, metadata={"help": "LoRA rank on the LM (0: off, the paper's frozen LM)."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_target_modules: str = field(default="q_proj,v_proj", metadata={"help": "Comma-separated LoRA targets."})
