@@ -27,7 +27,7 @@ from transformers import AutoTokenizer, set_seed
 from allmrec_hf import PromptTemplate
 from allmrec_hf.data import PreparedDataset
 from allmrec_hf.training.arguments import DataArguments, Stage2ModelArguments, Stage2TrainingArguments
-from allmrec_hf.training.builders import build_stage2_model, load_aligner, load_cf_model
+from allmrec_hf.training.builders import build_stage2_model, compile_language_model, load_aligner, load_cf_model
 from allmrec_hf.training.collators import SetEpochCallback, Stage2Collator
 from allmrec_hf.training.lora import apply_lora
 from allmrec_hf.training.runs import (
@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
     if model_args.lora_r:
         apply_lora(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_target_modules.split(","))
+    if model_args.compile_language_model:
+        compile_language_model(model, model_args.compile_backend)
     logger.info(model.print_trainable_parameters())
 
     results: dict = {

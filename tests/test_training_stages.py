@@ -465,3 +465,21 @@ def test_stage2_lm_loading_options(stage1_run, tiny_dataset, lm_dir, tmp_path):
     assert model.language_model.config._attn_implementation == "eager"
     assert model.user_projector.linear_1.weight.dtype == torch.float32
     assert all(torch.isfinite(torch.tensor(v)) for v in run.losses().values())
+
+
+def test_stage2_compiled_language_model_trains_the_same(stage1_run, tiny_dataset, lm_dir, tmp_path):
+    """--compile_language_model wraps the LM's decoder in torch.compile (here with the quick "eager" backend, which
+    traces the graph without generating code) and trains to the same losses as the plain run."""
+    base = ["--dataset_dir", tiny_dataset, "--stage1_model_path", stage1_run.output_dir, "--llm", lm_dir("llama")]
+    base += ["--max_steps", "3", *STAGE2_ARGS]
+    plain = run_example("train_stage2", base + ["--output_dir", str(tmp_path / "plain")])
+    compiled = run_example(
+        "train_stage2",
+        base + ["--output_dir", str(tmp_path / "compiled"), "--compile_language_model", "--compile_backend", "eager"],
+    )
+    decoder = compiled.trainer.model.language_model.get_decoder()
+    assert hasattr(decoder.forward, "_torchdynamo_orig_callable") or "compile" in repr(decoder.forward).lower()
+    plain_losses, compiled_losses = plain.losses(), compiled.losses()
+    assert sorted(plain_losses) == sorted(compiled_losses) == [1, 2, 3]
+    for step in plain_losses:
+        assert compiled_losses[step] == pytest.approx(plain_losses[step], rel=1e-5)

@@ -95,6 +95,11 @@ class Stage2ModelArguments:
         default=None,
         metadata={"help": "The LM's attention (eager, sdpa, ...); on CPU, eager trains faster (see benchmarks/)."},
     )
+    compile_language_model: bool = field(
+        default=False,
+        metadata={"help": "torch.compile the frozen LM's decoder (about 2x faster stage 2 on CPU; compiles first)."},
+    )
+    compile_backend: str = field(default="inductor", metadata={"help": "torch.compile backend for the LM."})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank on the LM (0: off, the paper's frozen LM)."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     lora_target_modules: str = field(default="q_proj,v_proj", metadata={"help": "Comma-separated LoRA targets."})

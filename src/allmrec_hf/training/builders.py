@@ -8,6 +8,7 @@ import json
 import logging
 import os
 
+import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, BertConfig, PreTrainedModel
 
 from ..catalog import CATALOG_FILE_NAME, ItemCatalog
@@ -181,3 +182,13 @@ def build_stage2_model(
     model.language_model.requires_grad_(False)
     model.check_processor(processor)
     return model, processor
+
+
+def compile_language_model(model: ALLMRecForConditionalGeneration, backend: str = "inductor", dynamic=None):
+    """`torch.compile` the frozen LM's decoder stack (not the lm head or the injection code around it), which fuses
+    its elementwise work (norms, rotary embeddings, activations, casts): on CPU it roughly doubles stage-2
+    training speed after a one-off compilation of a few minutes (see `benchmarks/stage2_training_speed.py`)."""
+    decoder = model.language_model.get_decoder()
+    decoder.forward = torch.compile(decoder.forward, backend=backend, dynamic=dynamic)
+    logger.info("Compiled %s.forward with torch.compile(backend=%r).", type(decoder).__name__, backend)
+    return model
