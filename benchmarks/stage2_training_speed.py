@@ -151,6 +151,7 @@ def main() -> None:
         ("bf16 autocast, sdpa", None, True, None, args.batch_size, False),
         ("bf16 weights, eager attention", torch.bfloat16, False, "eager", args.batch_size, False),
         ("bf16 weights, sdpa, compiled LM", torch.bfloat16, False, "sdpa", args.batch_size, True),
+        ("bf16 weights, eager, compiled LM", torch.bfloat16, False, "eager", args.batch_size, True),
     )
     results, reference = [], None  # useful work: the FLOPs the first setting executes on the same users
     for name, lm_dtype, autocast, attention, batch_size, compiled in settings:

@@ -27,13 +27,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
-
-from transformers import HfArgumentParser
 
 from allmrec_hf.data import PreparationConfig, prepare_dataset
 from allmrec_hf.data.readers import READER_FORMATS, read_log
+from allmrec_hf.training.runs import parse_arguments
 
 logger = logging.getLogger("prepare_data")
 
@@ -76,12 +74,7 @@ def _reader_kwargs(args: InputArguments) -> dict:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = HfArgumentParser((InputArguments, PreparationConfig))
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        inputs, config = parser.parse_json_file(os.path.abspath(argv[0]))
-    else:
-        inputs, config = parser.parse_args_into_dataclasses(args=argv)
+    inputs, config = parse_arguments((InputArguments, PreparationConfig), argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
 
     output_dir = os.path.abspath(inputs.output_dir)

@@ -97,7 +97,7 @@ class Stage2ModelArguments:
     )
     compile_language_model: bool = field(
         default=False,
-        metadata={"help": "torch.compile the frozen LM's decoder (about 2x faster stage 2 on CPU; compiles first)."},
+        metadata={"help": "torch.compile the frozen LM's decoder (fuses its elementwise work; compiles first)."},
     )
     compile_backend: str = field(default="inductor", metadata={"help": "torch.compile backend for the LM."})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank on the LM (0: off, the paper's frozen LM)."})

@@ -186,8 +186,8 @@ def build_stage2_model(
 
 def compile_language_model(model: ALLMRecForConditionalGeneration, backend: str = "inductor", dynamic=None):
     """`torch.compile` the frozen LM's decoder stack (not the lm head or the injection code around it), which fuses
-    its elementwise work (norms, rotary embeddings, activations, casts): on CPU it roughly doubles stage-2
-    training speed after a one-off compilation of a few minutes (see `benchmarks/stage2_training_speed.py`)."""
+    its elementwise work (norms, rotary embeddings, activations, casts) after a one-off compilation of a few
+    minutes; `benchmarks/stage2_training_speed.py` measures what it gains on a given machine."""
     decoder = model.language_model.get_decoder()
     decoder.forward = torch.compile(decoder.forward, backend=backend, dynamic=dynamic)
     logger.info("Compiled %s.forward with torch.compile(backend=%r).", type(decoder).__name__, backend)
