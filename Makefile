@@ -5,7 +5,7 @@ PY = $(VENV)/bin/python
 PIP = $(PY) -m pip
 
 # Only lint/check directories that exist (fall back to "." if none do).
-CODE_DIRS = $(or $(wildcard src tests examples benchmarks),.)
+CODE_DIRS = $(or $(wildcard src tests examples benchmarks metrics),.)
 
 INSTALLED_STAMP = $(VENV)/.installed
 OFFLINE_STAMP = $(VENV)/.offline-models

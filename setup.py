@@ -12,7 +12,7 @@ if os.path.exists(README):
     with open(README, encoding="utf-8") as fh:
         long_description = fh.read()
 
-TEST_REQUIRES = ["pytest", "ruff"]
+TEST_REQUIRES = ["pytest", "ruff", "evaluate>=0.4"]
 GGUF_REQUIRES = ["gguf>=0.10"]
 
 setup(

@@ -24,6 +24,7 @@ MODULES = [
     "allmrec_hf.data.readers.recbole",
     "allmrec_hf.data.readers.table",
     "allmrec_hf.data.readers.unisrec",
+    "allmrec_hf.evaluation.metrics",
 ]
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 _FENCE = re.compile(r"^[ \t]*```(?:python)?[ \t]*$", re.M)

@@ -1,5 +1,5 @@
 """Evaluation: ranking metrics (plain numpy)."""
 
-from .metrics import hit_at_k, mrr, ndcg_at_k, ranking_metrics, target_ranks
+from .metrics import generation_metrics, hit_at_k, mrr, ndcg_at_k, ranking_metrics, target_ranks
 
-__all__ = ["hit_at_k", "mrr", "ndcg_at_k", "ranking_metrics", "target_ranks"]
+__all__ = ["generation_metrics", "hit_at_k", "mrr", "ndcg_at_k", "ranking_metrics", "target_ranks"]

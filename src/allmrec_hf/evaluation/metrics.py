@@ -76,3 +76,46 @@ def ranking_metrics(ranks: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict
         out[f"ndcg@{k}"] = ndcg_at_k(ranks, k)
     out["mrr"] = mrr(ranks)
     return out
+
+
+def _named_titles(answer: str, titles: list[str]) -> list[int]:
+    """Indices of the titles an answer names (its normalised text contains them), ignoring a title that is only
+    part of a longer named one ("Heat" inside "Heat (1995)")."""
+    inside = [i for i, title in enumerate(titles) if title and title in answer]
+    return [i for i in inside if not any(titles[i] != titles[j] and titles[i] in titles[j] for j in inside)]
+
+
+def generation_metrics(answers: list[str], targets: list[str], candidates: list[list[str]]) -> dict[str, float]:
+    """Hit@1 of generated answers under two rules, and the share of valid answers.
+
+    - `hit@1_substring`: the paper's rule: the target's title appears inside the answer.
+    - `hit@1_strict`: the answer names exactly one candidate title and it is the target's.
+    - `valid_answer_rate`: the answer names exactly one candidate title.
+
+    Titles and answers are compared after `normalize_title` (case, quotes, outer punctuation, whitespace). A
+    target title shared by another candidate can never be a strict hit (the answer is ambiguous).
+
+    >>> generation_metrics(['"Heat (1995)"', "Heat (1995) or Babe (1995)", "no idea"],
+    ...                    ["Heat (1995)", "Heat (1995)", "Babe (1995)"],
+    ...                    [["Heat (1995)", "Babe (1995)"]] * 3)
+    {'hit@1_substring': 0.6666666666666666, 'hit@1_strict': 0.3333333333333333, 'valid_answer_rate': 0.3333333333333333}
+    """
+    from ..catalog import normalize_title
+
+    if not len(answers) == len(targets) == len(candidates):
+        raise ValueError(f"{len(answers)} answers, {len(targets)} targets and {len(candidates)} candidate lists.")
+    if not answers:
+        return {"hit@1_substring": float("nan"), "hit@1_strict": float("nan"), "valid_answer_rate": float("nan")}
+    substring = strict = valid = 0
+    for answer, target, titles in zip(answers, targets, candidates, strict=True):
+        answer, target = normalize_title(answer), normalize_title(target)
+        titles = [normalize_title(t) for t in titles]
+        if target not in titles:
+            raise ValueError(f"target {target!r} is not among its candidates {titles}.")
+        substring += bool(target) and target in answer
+        named = _named_titles(answer, titles)
+        if len(named) == 1:
+            valid += 1
+            strict += titles[named[0]] == target and titles.count(target) == 1
+    n = len(answers)
+    return {"hit@1_substring": substring / n, "hit@1_strict": strict / n, "valid_answer_rate": valid / n}
