@@ -19,6 +19,8 @@ def test_readme_api_example_runs():
     exec(compile(block, str(README), "exec"), namespace)
     assert tuple(namespace["scores"].shape) == (2, 3)
     assert all(match.status in {"exact", "substring", "ambiguous", "none"} for match in namespace["matches"])
+    recs = namespace["recs"][0]
+    assert len(recs) == 2 and not {r["item"] for r in recs} & {1, 2}
 
 
 @pytest.mark.slow

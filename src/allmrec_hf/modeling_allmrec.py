@@ -709,6 +709,66 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
             scores[:, start:stop] = totals.masked_fill(lengths == 0, float("-inf"))
         return scores
 
+    @torch.no_grad()
+    def recommend(
+        self,
+        processor,
+        histories: list[list[int]],
+        k: int = 10,
+        num_retrieved: int = 20,
+        reduction: str = "sum",
+        candidate_batch_size: int | None = None,
+        item_embedding_source: str | None = None,
+    ) -> list[list[dict]]:
+        """Recommend without a supplied candidate list: the CF model retrieves each user's `num_retrieved` best
+        items from the whole catalog (leaving out every item in the history), A-LLMRec reranks them by the
+        likelihood of their titles (`score_candidates`), and the top `k` come back, best first, as dicts with
+        `item` (catalog index), `item_id` (external id), `title` and `score`.
+
+        Example (`model` and `processor` as built in the README):
+
+        ```python
+        >>> model.recommend(processor, [[1, 2, 3]], k=2, num_retrieved=4)  # doctest: +SKIP
+        [[{'item': 4, 'item_id': '4', 'title': 'Casino (1995)', 'score': -7.1}, {...}]]
+        ```
+        """
+        if k < 1 or num_retrieved < k:
+            raise ValueError(f"need 1 <= k <= num_retrieved, got k={k}, num_retrieved={num_retrieved}.")
+        self.check_processor(processor)
+        catalog = processor.catalog
+        device = self.item_projector.linear_1.weight.device
+        histories = [[int(i) for i in h] for h in histories]
+        cf_input_ids = processor(histories=histories)["cf_input_ids"].to(device)
+        cf_scores = self.recommender.cf_model.score_all_items(cf_input_ids).float()  # column 0 is -inf
+        for row, history in enumerate(histories):
+            if history:
+                cf_scores[row, torch.tensor(sorted(set(history)), device=device)] = float("-inf")
+        available = torch.isfinite(cf_scores).sum(1)
+        if bool((available < k).any()):
+            row = int((available < k).nonzero()[0, 0])
+            raise ValueError(f"user {row} has only {int(available[row])} unseen items; cannot recommend {k}.")
+        retrieved = cf_scores.topk(min(num_retrieved, int(available.min())), dim=1).indices.tolist()
+        batch = processor(histories=histories, candidates=retrieved).to(device)
+        scores = self.score_candidates(
+            **batch,
+            reduction=reduction,
+            candidate_batch_size=candidate_batch_size,
+            item_embedding_source=item_embedding_source,
+        )
+        order = scores.argsort(dim=1, descending=True)[:, :k].tolist()
+        return [
+            [
+                {
+                    "item": retrieved[row][j],
+                    "item_id": catalog.item_id(retrieved[row][j]),
+                    "title": catalog.title(retrieved[row][j]),
+                    "score": float(scores[row, j]),
+                }
+                for j in order[row]
+            ]
+            for row in range(len(histories))
+        ]
+
     # ------------------------------------------------------------------------------------------ checkpoints
     def save_pretrained(self, save_directory, include_language_model: bool = False, **kwargs):
         """Save the config and the weights of everything but the frozen LM (CF encoder, aligner, projectors),
