@@ -21,6 +21,7 @@ def test_readme_api_example_runs():
     assert all(match.status in {"exact", "substring", "ambiguous", "none"} for match in namespace["matches"])
     recs = namespace["recs"][0]
     assert len(recs) == 2 and not {r["item"] for r in recs} & {1, 2}
+    assert namespace["about"].shape[0] == 1
 
 
 @pytest.mark.slow

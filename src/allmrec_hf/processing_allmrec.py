@@ -229,15 +229,22 @@ class ALLMRecProcessor(ProcessorMixin):
                 raise ValueError(f"item {index}'s title {title!r} contains the placeholder token {token}.")
         return title
 
+    def history_text(self, history: Sequence[int]) -> tuple[str, list[int]]:
+        """The prompt's history part for one user (the last `history_length` titles, each followed by its item
+        placeholder when the template has one) and the item ids of those placeholders."""
+        template = self.prompt_template
+        shown = list(history)[-template.history_length :] if template.history_length else []
+        if not shown:
+            return template.empty_history, []
+        text = template.separator.join(
+            template.history_item.format(title=self._title(i), item=HISTORY_TOKEN) for i in shown
+        )
+        return text, (shown if "{item}" in template.history_item else [])
+
     def build_prompt(self, history: Sequence[int], candidates: Sequence[int] | None = None) -> tuple[str, list[int]]:
         """The prompt text for one user and the item ids of its item placeholders, in order."""
         template = self.prompt_template
-        shown = list(history)[-template.history_length :] if template.history_length else []
-        history_text = template.separator.join(
-            template.history_item.format(title=self._title(i), item=HISTORY_TOKEN) for i in shown
-        )
-        if not shown:
-            history_text = template.empty_history
+        history_text, placeholder_items = self.history_text(history)
         values = {
             "user": USER_TOKEN,
             "history": history_text,
@@ -245,7 +252,6 @@ class ALLMRecProcessor(ProcessorMixin):
             "verb": template.verb,
             "past_verb": template.past_verb,
         }
-        placeholder_items = shown if "{item}" in template.history_item else []
         if candidates is None:
             return template.prompt_without_candidates.format(**values), placeholder_items
         values["candidates"] = template.separator.join(
@@ -254,6 +260,52 @@ class ALLMRecProcessor(ProcessorMixin):
         if "{item}" in template.candidate_item:
             placeholder_items = placeholder_items + list(candidates)
         return template.prompt.format(**values), placeholder_items
+
+    def instruct(
+        self,
+        histories: Sequence[Sequence[int]],
+        instruction: str,
+        include_history: bool = False,
+        return_tensors: str | None = "pt",
+    ) -> BatchFeature:
+        """Inputs for free-form generation about users: the user representation (and, with `include_history`, the
+        recent history titles with their item embeddings) followed by a user-written instruction, e.g. the
+        paper's demo `"Describe this user's favourite genres."`. Pass the result to `model.generate`.
+
+        Example (`processor` and `model` as built in the README):
+
+        ```python
+        >>> batch = processor.instruct([[1, 2]], "Name this user's favourite genres.")  # doctest: +SKIP
+        >>> out = model.generate(**batch, max_new_tokens=20)  # doctest: +SKIP
+        >>> processor.batch_decode(out, skip_special_tokens=True)  # doctest: +SKIP
+        ```
+        """
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ValueError('instruction must be a non-empty string, e.g. "Describe this user\'s favourite genres."')
+        histories = _as_lists(histories)
+        self._check_batch(histories, None, None)
+        template = self.prompt_template
+        sequences, item_rows = [], []
+        for history in histories:
+            text = f"{USER_TOKEN} is a user representation."
+            items: list[int] = []
+            if include_history:
+                history_text, items = self.history_text(history)
+                text += f" This user has {template.past_verb} {history_text} in the previous."
+            sequences.append(self.tokenizer(f"{text} {instruction.strip()}")["input_ids"])
+            item_rows.append(items)
+        pad_id = self.tokenizer.pad_token_id
+        data = {
+            "input_ids": _pad(sequences, pad_id, "left"),
+            "attention_mask": _pad([[1] * len(x) for x in sequences], 0, "left"),
+            "cf_input_ids": _pad([list(h)[-self.max_history_length :] for h in histories], 0, "left"),
+            "item_ids": _pad(item_rows, 0, "right"),
+        }
+        batch = BatchFeature(data=data, tensor_type=return_tensors)
+        for key, value in batch.items():
+            if torch.is_tensor(value) and value.is_floating_point():
+                batch[key] = value.long()
+        return batch
 
     def answer_ids(self, item: int) -> list[int]:
         """Token ids of the answer naming `item` (the title in the answer template, then end-of-sequence)."""
