@@ -22,6 +22,7 @@ def test_readme_api_example_runs():
     recs = namespace["recs"][0]
     assert len(recs) == 2 and not {r["item"] for r in recs} & {1, 2}
     assert namespace["about"].shape[0] == 1
+    assert [r["title"] for r in namespace["top"]] and not {r["item"] for r in namespace["top"]} & {1, 2}
 
 
 @pytest.mark.slow

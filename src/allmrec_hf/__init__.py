@@ -1,6 +1,7 @@
 """allmrec-hf: A-LLMRec (KDD 2024) as Hugging Face transformers models, processors and checkpoints."""
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoProcessor
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .catalog import ItemCatalog, normalize_title
 from .configuration_allmrec import ALLMRecAlignerConfig, ALLMRecConfig
@@ -13,6 +14,7 @@ from .modeling_allmrec import (
     ALLMRecProjector,
 )
 from .modeling_sasrec import SASRecModel, SASRecOutput
+from .pipelines import NextItemRecommendationPipeline
 from .processing_allmrec import ALLMRecProcessor, CandidateMatch, PromptTemplate
 
 __version__ = "0.1.0"
@@ -24,6 +26,12 @@ AutoModel.register(SASRecConfig, SASRecModel, exist_ok=True)
 AutoModel.register(ALLMRecAlignerConfig, ALLMRecAlignerModel, exist_ok=True)
 AutoModelForCausalLM.register(ALLMRecConfig, ALLMRecForConditionalGeneration, exist_ok=True)
 AutoProcessor.register(ALLMRecConfig, ALLMRecProcessor, exist_ok=True)
+PIPELINE_REGISTRY.register_pipeline(
+    "next-item-recommendation",
+    pipeline_class=NextItemRecommendationPipeline,
+    pt_model=AutoModelForCausalLM,
+    type="multimodal",
+)
 
 # Saved folders carry the model code, so they load with `trust_remote_code=True` without this package.
 SASRecConfig.register_for_auto_class()
@@ -45,6 +53,7 @@ __all__ = [
     "ALLMRecProjector",
     "CandidateMatch",
     "ItemCatalog",
+    "NextItemRecommendationPipeline",
     "PromptTemplate",
     "SASRecConfig",
     "SASRecModel",

@@ -1,0 +1,99 @@
+"""The `next-item-recommendation` pipeline: a history in (item indices or titles), ranked items out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import Pipeline
+
+
+class NextItemRecommendationPipeline(Pipeline):
+    """Recommend the next items for a user's history with an A-LLMRec model.
+
+    Without `candidates`, the CF model retrieves `num_retrieved` unseen items from the whole catalog and A-LLMRec
+    reranks them (`model.recommend`); with `candidates`, those are ranked. Items may be given as catalog indices
+    or titles; an unknown title raises an error listing the closest catalog titles.
+
+    Example (`model` and `processor` as built in the README, or loaded with `from_pretrained`):
+
+    ```python
+    >>> from transformers import pipeline
+    >>> recommender = pipeline("next-item-recommendation", model=model, processor=processor)  # doctest: +SKIP
+    >>> recommender(["Toy Story (1995)", "Heat (1995)"], k=2)  # doctest: +SKIP
+    [{'item': 3, 'item_id': '3', 'title': 'Babe (1995)', 'score': -9.2}, {...}]
+    ```
+
+    A list of histories gives a list of results.
+    """
+
+    _load_processor = True
+    _load_tokenizer = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.processor is None:
+            raise ValueError(
+                "the next-item-recommendation pipeline needs the model's ALLMRecProcessor: pass processor=... "
+                "(ALLMRecProcessor.from_pretrained(<checkpoint>))."
+            )
+        self.model.check_processor(self.processor)
+
+    def _sanitize_parameters(self, k=None, num_retrieved=None, candidates=None, reduction=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"unexpected arguments: {sorted(kwargs)}.")
+        preprocess = {} if candidates is None else {"candidates": candidates}
+        forward = {
+            key: value
+            for key, value in (("k", k), ("num_retrieved", num_retrieved), ("reduction", reduction))
+            if value is not None
+        }
+        return preprocess, forward, {}
+
+    def __call__(self, histories, **kwargs):
+        single = not histories or not isinstance(histories[0], (list, tuple))
+        results = super().__call__([list(histories)] if single else [list(h) for h in histories], **kwargs)
+        return results[0] if single else results
+
+    def _resolve(self, value: Any, what: str) -> int:
+        catalog = self.processor.catalog
+        if isinstance(value, str):
+            found = catalog.find_title(value)
+            if len(found) == 1:
+                return found[0]
+            if found:
+                raise ValueError(f"{what} {value!r} is the title of several items {found}: give the item index.")
+            closest = catalog.closest_titles(value)
+            hint = f"; the closest catalog titles are {closest}" if closest else ""
+            raise ValueError(f"Unknown {what} {value!r}{hint}.")
+        return catalog.check_index(value, what=what)
+
+    def preprocess(self, history, candidates=None):
+        items = [self._resolve(value, "history item") for value in history]
+        if candidates is not None:
+            candidates = [self._resolve(value, "candidate") for value in candidates]
+        return {"history": items, "candidates": candidates}
+
+    def _forward(self, inputs, k: int = 10, num_retrieved: int = 20, reduction: str = "sum"):
+        history, candidates = inputs["history"], inputs["candidates"]
+        if candidates is None:
+            return self.model.recommend(
+                self.processor, [history], k=k, num_retrieved=max(num_retrieved, k), reduction=reduction
+            )[0]
+        batch = self.processor(histories=[history], candidates=[candidates]).to(self.device)
+        scores = self.model.score_candidates(**batch, reduction=reduction)[0]
+        order = scores.argsort(descending=True)[:k].tolist()
+        catalog = self.processor.catalog
+        return [
+            {
+                "item": candidates[j],
+                "item_id": catalog.item_id(candidates[j]),
+                "title": catalog.title(candidates[j]),
+                "score": float(scores[j]),
+            }
+            for j in order
+        ]
+
+    def postprocess(self, model_outputs):
+        return model_outputs
