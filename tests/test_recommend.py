@@ -57,3 +57,13 @@ def test_recommend_refuses_impossible_requests(processor):
     almost_everything = list(range(1, NUM_ITEMS))  # one unseen item left
     with pytest.raises(ValueError, match="user 1 has only 1 unseen items; cannot recommend 2"):
         model.recommend(processor, [[1], almost_everything], k=2, num_retrieved=4)
+
+
+def test_rank_candidates_with_lists_of_different_lengths(model, processor):
+    candidates = [[4, 5, 6, 7], [8, 9]]
+    ranked = model.rank_candidates(processor, [[1, 2], [3]], candidates)
+    assert [sorted(r["item"] for r in row) for row in ranked] == [[4, 5, 6, 7], [8, 9]]  # padding never ranked
+    for row in ranked:
+        assert [r["score"] for r in row] == sorted((r["score"] for r in row), reverse=True)
+        assert all(r["score"] > float("-inf") for r in row)
+    assert [len(row) for row in model.rank_candidates(processor, [[1, 2], [3]], candidates, k=1)] == [1, 1]

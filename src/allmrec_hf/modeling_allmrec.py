@@ -735,7 +735,6 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         if k < 1 or num_retrieved < k:
             raise ValueError(f"need 1 <= k <= num_retrieved, got k={k}, num_retrieved={num_retrieved}.")
         self.check_processor(processor)
-        catalog = processor.catalog
         device = self.item_projector.linear_1.weight.device
         histories = [[int(i) for i in h] for h in histories]
         cf_input_ids = processor(histories=histories)["cf_input_ids"].to(device)
@@ -748,26 +747,47 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
             row = int((available < k).nonzero()[0, 0])
             raise ValueError(f"user {row} has only {int(available[row])} unseen items; cannot recommend {k}.")
         retrieved = cf_scores.topk(min(num_retrieved, int(available.min())), dim=1).indices.tolist()
-        batch = processor(histories=histories, candidates=retrieved).to(device)
+        return self.rank_candidates(
+            processor, histories, retrieved, k, reduction, candidate_batch_size, item_embedding_source
+        )
+
+    @torch.no_grad()
+    def rank_candidates(
+        self,
+        processor,
+        histories: list[list[int]],
+        candidates: list[list[int]],
+        k: int | None = None,
+        reduction: str = "sum",
+        candidate_batch_size: int | None = None,
+        item_embedding_source: str | None = None,
+    ) -> list[list[dict]]:
+        """Rank each user's candidates by `score_candidates`: the best `k` (default: all), best first, as dicts
+        with `item` (catalog index), `item_id` (external id), `title` and `score`."""
+        device = self.item_projector.linear_1.weight.device
+        batch = processor(histories=histories, candidates=candidates).to(device)
         scores = self.score_candidates(
             **batch,
             reduction=reduction,
             candidate_batch_size=candidate_batch_size,
             item_embedding_source=item_embedding_source,
         )
-        order = scores.argsort(dim=1, descending=True)[:, :k].tolist()
-        return [
-            [
-                {
-                    "item": retrieved[row][j],
-                    "item_id": catalog.item_id(retrieved[row][j]),
-                    "title": catalog.title(retrieved[row][j]),
-                    "score": float(scores[row, j]),
-                }
-                for j in order[row]
-            ]
-            for row in range(len(histories))
-        ]
+        catalog = processor.catalog
+        ranked = []
+        for row, row_candidates in enumerate(candidates):
+            order = scores[row, : len(row_candidates)].argsort(descending=True)[:k].tolist()
+            ranked.append(
+                [
+                    {
+                        "item": row_candidates[j],
+                        "item_id": catalog.item_id(row_candidates[j]),
+                        "title": catalog.title(row_candidates[j]),
+                        "score": float(scores[row, j]),
+                    }
+                    for j in order
+                ]
+            )
+        return ranked
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def save_pretrained(self, save_directory, include_language_model: bool = False, **kwargs):

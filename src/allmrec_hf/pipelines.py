@@ -81,19 +81,7 @@ class NextItemRecommendationPipeline(Pipeline):
             return self.model.recommend(
                 self.processor, [history], k=k, num_retrieved=max(num_retrieved, k), reduction=reduction
             )[0]
-        batch = self.processor(histories=[history], candidates=[candidates]).to(self.device)
-        scores = self.model.score_candidates(**batch, reduction=reduction)[0]
-        order = scores.argsort(descending=True)[:k].tolist()
-        catalog = self.processor.catalog
-        return [
-            {
-                "item": candidates[j],
-                "item_id": catalog.item_id(candidates[j]),
-                "title": catalog.title(candidates[j]),
-                "score": float(scores[j]),
-            }
-            for j in order
-        ]
+        return self.model.rank_candidates(self.processor, [history], [candidates], k=k, reduction=reduction)[0]
 
     def postprocess(self, model_outputs):
         return model_outputs
