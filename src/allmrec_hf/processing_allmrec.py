@@ -294,18 +294,16 @@ class ALLMRecProcessor(ProcessorMixin):
                 text += f" This user has {template.past_verb} {history_text} in the previous."
             sequences.append(self.tokenizer(f"{text} {instruction.strip()}")["input_ids"])
             item_rows.append(items)
-        pad_id = self.tokenizer.pad_token_id
-        data = {
-            "input_ids": _pad(sequences, pad_id, "left"),
-            "attention_mask": _pad([[1] * len(x) for x in sequences], 0, "left"),
+        return _id_batch(self._prompt_fields(sequences, histories, item_rows, "left"), return_tensors)
+
+    def _prompt_fields(self, sequences, histories, item_rows, padding_side: str) -> dict[str, Any]:
+        """The fields every batch has: padded prompt ids and mask, the CF histories and the placeholder item ids."""
+        return {
+            "input_ids": _pad(sequences, self.tokenizer.pad_token_id, padding_side),
+            "attention_mask": _pad([[1] * len(s) for s in sequences], 0, padding_side),
             "cf_input_ids": _pad([list(h)[-self.max_history_length :] for h in histories], 0, "left"),
             "item_ids": _pad(item_rows, 0, "right"),
         }
-        batch = BatchFeature(data=data, tensor_type=return_tensors)
-        for key, value in batch.items():
-            if torch.is_tensor(value) and value.is_floating_point():
-                batch[key] = value.long()
-        return batch
 
     def answer_ids(self, item: int) -> list[int]:
         """Token ids of the answer naming `item` (the title in the answer template, then end-of-sequence)."""
@@ -382,12 +380,7 @@ class ALLMRecProcessor(ProcessorMixin):
             item_rows.append(items)
 
         pad_id = self.tokenizer.pad_token_id
-        data: dict[str, Any] = {
-            "input_ids": _pad(sequences, pad_id, padding_side),
-            "attention_mask": _pad([[1] * len(s) for s in sequences], 0, padding_side),
-            "cf_input_ids": _pad([list(h)[-self.max_history_length :] for h in histories], 0, "left"),
-            "item_ids": _pad(item_rows, 0, "right"),
-        }
+        data = self._prompt_fields(sequences, histories, item_rows, padding_side)
         if targets is not None:
             data["labels"] = _pad(label_rows, -100, padding_side)
         if candidates is not None:
@@ -403,12 +396,7 @@ class ALLMRecProcessor(ProcessorMixin):
                 _pad([[1] * len(answers[i]) for i in row] + [[]] * (slots - len(row)), 0, "right", width)
                 for row in candidates
             ]
-        batch = BatchFeature(data=data, tensor_type=return_tensors)
-        for key, value in batch.items():
-            # Every field holds ids; an all-empty one (cold users, no item placeholders) would become float.
-            if torch.is_tensor(value) and value.is_floating_point():
-                batch[key] = value.long()
-        return batch
+        return _id_batch(data, return_tensors)
 
     def tokenize_item_texts(self, item_ids: Sequence[int], return_tensors: str | None = "pt"):
         """Tokenise the catalog text of `item_ids` with the sentence encoder's tokenizer."""
@@ -509,6 +497,15 @@ def _as_lists(value):
     if value is not None and hasattr(value, "tolist") and not isinstance(value, list):
         return value.tolist()
     return value
+
+
+def _id_batch(data: dict[str, Any], return_tensors: str | None) -> BatchFeature:
+    batch = BatchFeature(data=data, tensor_type=return_tensors)
+    for key, value in batch.items():
+        # Every field holds ids; an all-empty one (cold users, no item placeholders) would become float.
+        if torch.is_tensor(value) and value.is_floating_point():
+            batch[key] = value.long()
+    return batch
 
 
 def _pad(rows: Sequence[Sequence[int]], value: int, side: str, width: int | None = None) -> list[list[int]]:

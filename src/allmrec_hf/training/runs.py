@@ -3,6 +3,7 @@ find the checkpoint to resume from, skip a stage that already finished, and writ
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 
 import datasets
 import numpy as np
+import pyarrow.compute as pc
 import transformers
 from transformers import HfArgumentParser
 from transformers.trainer_utils import get_last_checkpoint
@@ -53,8 +55,6 @@ def finished_results(output_dir: str, overwrite: bool) -> dict | None:
     path = os.path.join(output_dir, RESULTS_FILE)
     if overwrite or not os.path.isfile(path):
         return None
-    import json
-
     with open(path, encoding="utf-8") as fh:
         results = json.load(fh)
     logger.info(
@@ -85,7 +85,7 @@ def training_rows(data: PreparedDataset, data_args, require_history: bool = Fals
     if data_args.max_train_samples is not None:
         rows = rows.select(range(min(data_args.max_train_samples, len(rows))))
     if require_history:
-        lengths = np.asarray([len(h) for h in rows["history"]])
+        lengths = pc.list_value_length(rows.with_format("arrow")["history"]).to_numpy(zero_copy_only=False)
         keep = np.flatnonzero(lengths > 0)
         if keep.size < len(rows):
             logger.info(
