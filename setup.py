@@ -14,6 +14,11 @@ if os.path.exists(README):
 
 TEST_REQUIRES = ["pytest", "ruff", "evaluate>=0.4"]
 GGUF_REQUIRES = ["gguf>=0.10"]
+# LoRA on the LM (`--lora_r`): peft's model-level API with `get_peft_model_state_dict(save_embedding_layers=)`
+# needs 0.7; peft 0.16 and 0.17 do not import with transformers 5 (they import the removed `HybridCache`).
+LORA_REQUIRES = ["peft>=0.7,!=0.16.*,!=0.17.*"]
+# The evaluation script's plots (examples/evaluate.py, the quickstart).
+PLOT_REQUIRES = ["matplotlib>=3.7"]
 
 setup(
     name="allmrec-hf",
@@ -40,6 +45,8 @@ setup(
     extras_require={
         "test": TEST_REQUIRES,
         "gguf": GGUF_REQUIRES,
-        "dev": TEST_REQUIRES + GGUF_REQUIRES,
+        "lora": LORA_REQUIRES,
+        "plots": PLOT_REQUIRES,
+        "dev": TEST_REQUIRES + GGUF_REQUIRES + LORA_REQUIRES + PLOT_REQUIRES,
     },
 )

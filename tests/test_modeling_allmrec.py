@@ -354,6 +354,124 @@ def test_adapter_checkpoint_without_base_model_reference_needs_one(processor, tm
         ALLMRecForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
 
 
+def lora_checkpoint(processor, tmp_path):
+    """A llama model with a LoRA adapter (lora_B randomised, so the adapter changes the output), its base LM saved
+    first, and the adapter-style checkpoint saved from it."""
+    pytest.importorskip("peft")
+    from allmrec_hf.training.lora import apply_lora
+
+    model = build_model("llama", processor)
+    lm_dir = tmp_path / "base_lm"
+    model.language_model.save_pretrained(lm_dir)
+    model.config.base_model_name_or_path = str(lm_dir)
+    apply_lora(model, 2, alpha=4)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.2)
+    checkpoint = tmp_path / "checkpoint"
+    model.save_pretrained(checkpoint)
+    return model, checkpoint, lm_dir
+
+
+def test_lora_adapter_checkpoints_round_trip(processor, tmp_path):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    model, checkpoint, lm_dir = lora_checkpoint(processor, tmp_path)
+    assert json.loads((checkpoint / "config.json").read_text())["lm_adapter_subfolder"] == "lm_adapter"
+    assert model.config.lm_adapter_subfolder is None  # saving does not change the live config
+    assert not any(k.startswith("language_model.") for k in load_file(checkpoint / "model.safetensors"))
+    adapter = load_file(checkpoint / "lm_adapter" / "adapter_model.safetensors")
+    assert len(adapter) == 8 and all(k.startswith("base_model.model.model.layers.") for k in adapter)
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES)
+    expected = model.score_candidates(**batch)
+    loaded = ALLMRecForConditionalGeneration.from_pretrained(checkpoint)
+    torch.testing.assert_close(loaded.score_candidates(**batch), expected, rtol=0, atol=0)
+    assert not any(p.requires_grad for p in loaded.language_model.parameters())
+
+    # A self-contained copy: the LM's base weights under their plain names, plus the same adapter.
+    model.save_pretrained(tmp_path / "full", include_language_model=True)
+    full_weights = load_file(tmp_path / "full" / "model.safetensors")
+    assert "language_model.model.layers.0.self_attn.q_proj.weight" in full_weights
+    assert not any("lora_" in k or "base_layer" in k for k in full_weights)
+    full = ALLMRecForConditionalGeneration.from_pretrained(tmp_path / "full")
+    torch.testing.assert_close(full.score_candidates(**batch), expected, rtol=0, atol=0)
+
+    # PEFT's own loader takes the adapter folder as is.
+    lm = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(lm_dir), checkpoint / "lm_adapter").eval()
+    input_ids = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 13, 14]])
+    with torch.no_grad():
+        torch.testing.assert_close(lm(input_ids=input_ids).logits, model.language_model(input_ids=input_ids).logits)
+
+    # Only the main process writes the adapter.
+    model.save_pretrained(tmp_path / "other_rank", is_main_process=False)
+    assert not (tmp_path / "other_rank" / "lm_adapter").exists()
+
+
+def test_lora_adapter_stays_float32_on_a_bfloat16_lm(processor, tmp_path):
+    model, checkpoint, _ = lora_checkpoint(processor, tmp_path)
+    loaded = ALLMRecForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.bfloat16)
+    lora = {name: p for name, p in loaded.language_model.named_parameters() if "lora_" in name}
+    assert len(lora) == 8 and all(p.dtype == torch.float32 for p in lora.values())
+    assert loaded.language_model.model.layers[0].self_attn.q_proj.base_layer.weight.dtype == torch.bfloat16
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES)
+    torch.testing.assert_close(loaded.score_candidates(**batch), model.score_candidates(**batch), rtol=0.05, atol=0.5)
+
+    from allmrec_hf.training.lora import apply_lora
+
+    half = build_model("llama", processor)
+    half.language_model.to(torch.bfloat16)
+    apply_lora(half, 2)
+    assert all(p.dtype == torch.float32 for p in half.parameters() if p.requires_grad)
+    assert torch.isfinite(
+        half(**model_inputs(processor(histories=HISTORIES, candidates=CANDIDATES, targets=TARGETS))).loss
+    )
+
+
+def test_lora_adapter_folder_problems_are_named(processor, tmp_path, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    _, checkpoint, _ = lora_checkpoint(processor, tmp_path)
+    # Options that this peft version does not know (written by a newer one) are skipped.
+    config_file = checkpoint / "lm_adapter" / "adapter_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "a_future_option": 1}))
+    ALLMRecForConditionalGeneration.from_pretrained(checkpoint)
+    weights_file = checkpoint / "lm_adapter" / "adapter_model.safetensors"
+    weights = load_file(weights_file)
+    dropped = sorted(weights)[0]
+    save_file({k: v for k, v in weights.items() if k != dropped}, weights_file)
+    with pytest.raises(ValueError, match=r"does not match its adapter_config.json: missing \['model.layers.0"):
+        ALLMRecForConditionalGeneration.from_pretrained(checkpoint)
+    save_file({**weights, "base_model.model.extra.lora_A.weight": weights[dropped].clone()}, weights_file)
+    with pytest.raises(ValueError, match=r"unexpected \['extra.lora_A.weight'\]"):
+        ALLMRecForConditionalGeneration.from_pretrained(checkpoint)
+    weights_file.unlink()
+    with pytest.raises(OSError, match="cannot load the language model's LoRA adapter"):
+        ALLMRecForConditionalGeneration.from_pretrained(checkpoint)
+    monkeypatch.setitem(sys.modules, "peft", None)  # as if peft were not installed
+    with pytest.raises(ImportError, match="pip install peft"):
+        ALLMRecForConditionalGeneration.from_pretrained(checkpoint)
+
+
+def test_apply_lora_checks_its_arguments_and_lora_dropout_trains(processor):
+    pytest.importorskip("peft")
+    from allmrec_hf.training.lora import apply_lora
+
+    model = build_model("llama", processor)
+    with pytest.raises(ValueError, match=r"LoRA target modules \['qkv'\] are not in LlamaForCausalLM"):
+        apply_lora(model, 2, target_modules=["qkv"])
+    apply_lora(model, 2, dropout=0.5)
+    with pytest.raises(ValueError, match="already carries a PEFT adapter"):
+        apply_lora(model, 2)
+    model.train()
+    assert not model.language_model.training and not model.recommender.training  # frozen parts stay in eval
+    layers = [m for n, m in model.language_model.named_modules() if n.endswith(("q_proj", "v_proj"))]
+    assert len(layers) == 4 and all(layer.training for layer in layers)
+    model.eval()
+    assert not any(layer.training for layer in layers)
+
+
 @pytest.mark.parametrize("include_language_model", [False, True])
 def test_trust_remote_code_loading_in_a_fresh_process(processor, tmp_path, include_language_model):
     model = build_model("gemma3", processor)

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from transformers.integrations.peft import MIN_PEFT_VERSION
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from allmrec_hf import (
     ALLMRecAlignerModel,
@@ -288,15 +287,45 @@ def test_llm_only_baseline(source, stage1_run, cf_run, tiny_dataset, lm_dir, tmp
 
 
 # ================================================================================================ LoRA
-def test_lora(stage1_run, tiny_dataset, lm_dir, tmp_path):
-    # transformers' PEFT integration (which apply_lora uses) refuses older peft releases.
-    pytest.importorskip("peft", minversion=MIN_PEFT_VERSION)
-    output = str(tmp_path / "lora")
-    run = run_example(
-        "train_stage2",
-        ["--dataset_dir", tiny_dataset, "--stage1_model_path", stage1_run.output_dir, "--llm", lm_dir("llama")]
-        + ["--output_dir", output, "--max_steps", "4", "--lora_r", "2", *STAGE2_ARGS],
-    )
+# LoRA r=2 on q_proj/v_proj of the tiny llama LM, 4 steps, a checkpoint every 2 (the later options override
+# STAGE2_ARGS' `--save_strategy no`).
+LORA_ARGS = ["--max_steps", "4", *STAGE2_ARGS, "--lora_r", "2", "--save_strategy", "steps", "--save_steps", "2"]
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptAt(TrainerCallback):
+    """Stops the run (as a crash would) at the end of optimizer step `step`, before it is saved."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Interrupted(f"interrupted at step {self.step}")
+
+
+@pytest.fixture(scope="module")
+def lora_command(stage1_run, tiny_dataset, lm_dir):
+    def command(output) -> list[str]:
+        sources = ["--dataset_dir", tiny_dataset, "--stage1_model_path", stage1_run.output_dir, "--llm", lm_dir()]
+        return sources + ["--output_dir", str(output), *LORA_ARGS]
+
+    return command
+
+
+@pytest.fixture(scope="module")
+def lora_run(lora_command, training_root):
+    pytest.importorskip("peft")
+    return run_example("train_stage2", lora_command(training_root / "stage2_lora"))
+
+
+def test_lora(lora_run, tiny_dataset, lm_dir):
+    from peft import PeftModel
+
+    run, output = lora_run, lora_run.output_dir
     model = run.trainer.model
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     lora = {name for name in trainable if "lora_" in name}
@@ -308,10 +337,17 @@ def test_lora(stage1_run, tiny_dataset, lm_dir, tmp_path):
     # The LM's own weights do not move.
     base = {k.replace(".base_layer", ""): v for k, v in model.language_model.state_dict().items() if "lora_" not in k}
     assert_same_tensors(base, dict(AutoModelForCausalLM.from_pretrained(lm_dir("llama")).state_dict()))
+    # The Trainer's checkpoints hold the adapter with the projectors.
+    assert set(load_file(os.path.join(output, "checkpoint-4", TRAINABLE_WEIGHTS_NAME))) == trainable
 
-    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(os.listdir(os.path.join(output, "lm_adapter")))
+    adapter_dir = os.path.join(output, "lm_adapter")
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(os.listdir(adapter_dir))
+    adapter_config = json.loads(Path(adapter_dir, "adapter_config.json").read_text())
+    assert adapter_config["peft_type"] == "LORA" and adapter_config["r"] == 2
+    assert adapter_config["base_model_name_or_path"] == lm_dir("llama")
     assert not any(k.startswith("language_model.") for k in load_file(os.path.join(output, "model.safetensors")))
     loaded = ALLMRecForConditionalGeneration.from_pretrained(output, base_model_name_or_path=lm_dir("llama"))
+    assert not any(p.requires_grad for p in loaded.language_model.parameters())
     batch = validation_batch(ALLMRecProcessor.from_pretrained(output), tiny_dataset)
     with torch.no_grad():
         got, expected = loaded(**batch).logits, model.eval()(**batch).logits
@@ -321,6 +357,27 @@ def test_lora(stage1_run, tiny_dataset, lm_dir, tmp_path):
     )
     with torch.no_grad():
         assert not torch.allclose(without_adapter(**batch).logits, expected)
+
+    # lm_adapter/ is a standard PEFT adapter folder: PeftModel puts it on the base LM with the same result.
+    peft_lm = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(lm_dir("llama")), adapter_dir).eval()
+    input_ids = torch.randint(model.config.text_config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(peft_lm(input_ids=input_ids).logits, model.language_model(input_ids=input_ids).logits)
+
+
+def test_lora_resume_restores_the_adapter(lora_command, lora_run, tmp_path):
+    output = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        run_example("train_stage2", lora_command(output), callbacks=[InterruptAt(3)])
+    assert sorted(os.listdir(output)) == ["checkpoint-2"]
+    expected = {name: p for name, p in lora_run.trainer.model.named_parameters() if p.requires_grad}
+    saved = load_file(output / "checkpoint-2" / TRAINABLE_WEIGHTS_NAME)
+    assert set(saved) == set(expected) and any(".lora_A.default." in name for name in saved)
+
+    resumed = run_example("train_stage2", lora_command(output))  # the same command again resumes
+    assert resumed.trainer.state.global_step == 4
+    got = {name: p for name, p in resumed.trainer.model.named_parameters() if p.requires_grad}
+    assert_same_tensors(got, expected)
 
 
 def _without_adapter(output):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import json
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +25,10 @@ logger = logging.get_logger(__name__)
 WEIGHTS_NAME = "model.safetensors"
 LANGUAGE_MODEL_PREFIX = "language_model."
 LM_ADAPTER_SUBFOLDER = "lm_adapter"
+# The LM's LoRA adapter is stored in PEFT's own format, so `peft.PeftModel.from_pretrained(lm, folder)` loads it.
+LM_ADAPTER_CONFIG_NAME = "adapter_config.json"
+LM_ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+PEFT_KEY_PREFIX = "base_model.model."  # how `PeftModel.save_pretrained` names adapter weights
 # CF encoders shipped with this package, by `model_type` (see configuration_allmrec.CF_CONFIG_CLASSES).
 CF_MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {"sasrec": SASRecModel}
 # `from_pretrained` keyword arguments that concern how the frozen LM is loaded.
@@ -365,6 +371,14 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
 
     def _frozen_modules(self) -> list[nn.Module]:
         return [self.recommender, self.language_model]
+
+    def train(self, mode: bool = True):
+        """Like the base class (the frozen LM stays in eval mode), except that a LoRA adapter on the LM follows
+        `mode`, so its dropout applies while it trains."""
+        super().train(mode)
+        for layer in lm_adapter_layers(self.language_model).values():
+            layer.train(mode)
+        return self
 
     # ------------------------------------------------------------------------------------------ embeddings
     def get_input_embeddings(self) -> nn.Module:
@@ -793,7 +807,12 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
     def save_pretrained(self, save_directory, include_language_model: bool = False, **kwargs):
         """Save the config and the weights of everything but the frozen LM (CF encoder, aligner, projectors),
         like a PEFT adapter; the config names the LM (`base_model_name_or_path`, `base_model_revision`).
-        `include_language_model=True` writes a self-contained copy with the LM's weights, for offline use."""
+        `include_language_model=True` writes a self-contained copy with the LM's weights, for offline use.
+
+        A LoRA adapter on the LM (`training.lora.apply_lora`) goes to `lm_adapter/` in PEFT's format
+        (`adapter_config.json`, `adapter_model.safetensors`; `peft.PeftModel.from_pretrained(lm, that folder)`
+        loads it too) and `config.lm_adapter_subfolder` names it. A self-contained copy holds the LM's base weights
+        under their plain names plus the same `lm_adapter/`, so it reloads with the adapter unmerged."""
         if not include_language_model and self.config.base_model_name_or_path is None:
             logger.warning(
                 "config.base_model_name_or_path is not set: this checkpoint does not say which LM it belongs to, "
@@ -802,17 +821,25 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         state_dict = kwargs.pop("state_dict", None)
         if state_dict is None:
             state_dict = self.state_dict()
+        adapter_layers = lm_adapter_layers(self.language_model)
+        if adapter_layers:
+            _single_adapter(self.language_model)  # refuse what cannot be saved before writing anything
         if not include_language_model:
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith(LANGUAGE_MODEL_PREFIX)}
+        elif adapter_layers:
+            state_dict = base_language_model_state_dict(state_dict, adapter_layers)
         included, adapter = self.config.language_model_included, self.config.lm_adapter_subfolder
-        has_adapter = bool(getattr(self.language_model, "_hf_peft_config_loaded", False))
         self.config.language_model_included = include_language_model
-        self.config.lm_adapter_subfolder = LM_ADAPTER_SUBFOLDER if has_adapter and not include_language_model else None
+        self.config.lm_adapter_subfolder = LM_ADAPTER_SUBFOLDER if adapter_layers else None
         try:
             result = super().save_pretrained(save_directory, state_dict=state_dict, **kwargs)
-            if self.config.lm_adapter_subfolder and kwargs.get("is_main_process", True):
-                # A LoRA adapter on the LM (transformers' PEFT integration): saved on its own, safetensors + JSON.
-                self.language_model.save_pretrained(os.path.join(save_directory, LM_ADAPTER_SUBFOLDER))
+            if adapter_layers and kwargs.get("is_main_process", True):
+                save_lm_adapter(
+                    self.language_model,
+                    os.path.join(save_directory, LM_ADAPTER_SUBFOLDER),
+                    base_model_name_or_path=self.config.base_model_name_or_path,
+                    revision=self.config.base_model_revision,
+                )
             return result
         finally:
             self.config.language_model_included, self.config.lm_adapter_subfolder = included, adapter
@@ -833,7 +860,8 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         `config.base_model_revision` (override either with the keyword arguments of the same name, e.g. a local
         folder when offline, or pass an already loaded `language_model=`); LM loading options (`dtype`,
         `device_map`, `quantization_config`, `attn_implementation`, ...) go to the LM's `from_pretrained`.
-        Self-contained checkpoints (`include_language_model=True`) load like any transformers model.
+        Self-contained checkpoints (`include_language_model=True`) load like any transformers model. A LoRA
+        adapter on the LM (`config.lm_adapter_subfolder`) is put back on the loaded LM, frozen (needs `peft`).
         """
         from transformers.utils import cached_file
 
@@ -843,9 +871,18 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         if not isinstance(config, ALLMRecConfig):
             config = ALLMRecConfig.from_pretrained(pretrained_model_name_or_path, revision=revision, **hub_kwargs)
         if config.language_model_included and language_model is None and base_model_name_or_path is None:
-            return super().from_pretrained(
+            model = super().from_pretrained(
                 pretrained_model_name_or_path, *model_args, config=config, revision=revision, **kwargs
             )
+            if model.config.lm_adapter_subfolder:
+                load_lm_adapter(
+                    model.language_model,
+                    pretrained_model_name_or_path,
+                    model.config.lm_adapter_subfolder,
+                    revision=revision,
+                    **hub_kwargs,
+                )
+            return model
 
         lm_kwargs = {key: kwargs.pop(key) for key in LANGUAGE_MODEL_LOAD_KWARGS if key in kwargs}
         for key in HUB_KWARGS:
@@ -867,18 +904,17 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
             language_model = AutoModelForCausalLM.from_pretrained(
                 config.base_model_name_or_path, revision=config.base_model_revision, **lm_kwargs
             )
-        if config.lm_adapter_subfolder:
-            local = os.path.join(os.fspath(pretrained_model_name_or_path), config.lm_adapter_subfolder)
-            if os.path.isdir(local):
-                language_model.load_adapter(local)
-            else:
-                language_model.load_adapter(
-                    os.fspath(pretrained_model_name_or_path),
-                    adapter_kwargs={"subfolder": config.lm_adapter_subfolder, "revision": revision, **hub_kwargs},
-                )
         model = cls.from_language_model(config, language_model)
         weights_file = cached_file(pretrained_model_name_or_path, WEIGHTS_NAME, revision=revision, **hub_kwargs)
         model.load_adapter_weights(weights_file)
+        if config.lm_adapter_subfolder:  # after the model is built, so weight initialisation cannot touch it
+            load_lm_adapter(
+                model.language_model,
+                pretrained_model_name_or_path,
+                config.lm_adapter_subfolder,
+                revision=revision,
+                **hub_kwargs,
+            )
         model.eval()
         return model
 
@@ -972,6 +1008,149 @@ def check_language_model(config: ALLMRecConfig, language_model: PreTrainedModel)
                 f"language model {name} is {have} but this A-LLMRec checkpoint was built for {want} "
                 f"(base model {config.base_model_name_or_path!r}): load it with the LM it was trained with."
             )
+
+
+# ============================================================================================ LM adapter
+# LoRA on the LM (`training.lora.apply_lora`) goes through peft's model-level API, imported only here, lazily: the
+# LM stays a plain transformers model and this module needs nothing beyond torch and transformers otherwise.
+def import_peft(purpose: str):
+    """The `peft` module, or an `ImportError` that says what needs it and how to install it."""
+    try:
+        import peft
+    except ImportError as err:
+        raise ImportError(f"{purpose} needs the `peft` package: pip install peft") from err
+    return peft
+
+
+def lm_adapter_layers(language_model: nn.Module) -> dict[str, nn.Module]:
+    """The PEFT tuner layers (e.g. LoRA) injected into an LM, by module name (empty for a plain LM)."""
+    if sys.modules.get("peft") is None:  # nothing can carry peft layers before peft is imported
+        return {}
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return {name: module for name, module in language_model.named_modules() if isinstance(module, BaseTunerLayer)}
+
+
+def upcast_lm_adapter(language_model: nn.Module) -> None:
+    """Keep the adapter's weights in float32 on a float16 / bfloat16 LM (as `peft.get_peft_model` does by
+    default), so that it trains in full precision; LoRA layers cast their input to the adapter's dtype."""
+    for layer in lm_adapter_layers(language_model).values():
+        for attribute in layer.adapter_layer_names:
+            module = getattr(layer, attribute, None)
+            for parameter in module.parameters() if isinstance(module, nn.Module) else ():
+                if parameter.dtype in (torch.float16, torch.bfloat16):
+                    parameter.data = parameter.data.float()
+
+
+def _single_adapter(language_model: nn.Module):
+    """The name and config of the LM's only PEFT adapter, which must be LoRA."""
+    configs = dict(getattr(language_model, "peft_config", None) or {})
+    if len(configs) != 1:
+        raise ValueError(
+            f"the language model must carry exactly one PEFT adapter to be saved, found {sorted(configs)}."
+        )
+    ((name, adapter_config),) = configs.items()
+    peft_type = getattr(adapter_config.peft_type, "value", adapter_config.peft_type)
+    if peft_type != "LORA":
+        raise ValueError(f"only LoRA adapters on the language model can be saved, not {peft_type}.")
+    return name, adapter_config
+
+
+def base_language_model_state_dict(
+    state_dict: dict[str, torch.Tensor], layer_names, prefix: str = LANGUAGE_MODEL_PREFIX
+) -> dict[str, torch.Tensor]:
+    """`state_dict` with the adapter's weights dropped and the wrapped layers' weights under their plain names
+    (`...q_proj.base_layer.weight` -> `...q_proj.weight`), as a model without the adapter expects them."""
+    layers = sorted((f"{prefix}{name}." for name in layer_names), key=len, reverse=True)
+    plain = {}
+    for key, value in state_dict.items():
+        layer = next((p for p in layers if key.startswith(p)), None)
+        if layer is None:
+            plain[key] = value
+        elif key[len(layer) :].startswith("base_layer."):
+            plain[layer + key[len(layer) + len("base_layer.") :]] = value
+    return plain
+
+
+def save_lm_adapter(
+    language_model: nn.Module,
+    save_directory: str | os.PathLike,
+    base_model_name_or_path: str | None = None,
+    revision: str | None = None,
+) -> None:
+    """Write the LM's LoRA adapter in PEFT's format: `adapter_config.json` and `adapter_model.safetensors`."""
+    peft = import_peft("Saving the language model's LoRA adapter")
+    from safetensors.torch import save_file
+
+    name, adapter_config = _single_adapter(language_model)
+    adapter_config = copy.deepcopy(adapter_config)
+    adapter_config.base_model_name_or_path = base_model_name_or_path
+    adapter_config.revision = revision
+    adapter_config.inference_mode = True
+    # Adapter weights only: the LM's own (frozen) embeddings come from the base model, never from the adapter.
+    weights = peft.get_peft_model_state_dict(language_model, adapter_name=name, save_embedding_layers=False)
+    os.makedirs(save_directory, exist_ok=True)
+    adapter_config.save_pretrained(os.fspath(save_directory))
+    save_file(
+        {PEFT_KEY_PREFIX + key: value.detach().cpu().contiguous() for key, value in weights.items()},
+        os.path.join(save_directory, LM_ADAPTER_WEIGHTS_NAME),
+        metadata={"format": "pt"},
+    )
+
+
+def _lora_config(peft, values: dict, source: str):
+    """A `LoraConfig` from a saved `adapter_config.json` (keys this peft version does not know are skipped)."""
+    peft_type = values.get("peft_type")
+    if peft_type != "LORA":
+        raise ValueError(f"{source} describes a {peft_type} adapter; only LoRA adapters on the LM are supported.")
+    known = {field.name for field in fields(peft.LoraConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        logger.warning(f"{source}: ignoring {unknown}, which this peft version does not know.")
+    return peft.LoraConfig(**{key: value for key, value in values.items() if key in known and key != "peft_type"})
+
+
+def load_lm_adapter(
+    language_model: nn.Module,
+    pretrained_model_name_or_path: str | os.PathLike,
+    subfolder: str,
+    revision: str | None = None,
+    **hub_kwargs,
+) -> None:
+    """Inject the LoRA adapter saved under `subfolder` (local folder or Hub repo) into a plain LM and load its
+    weights; every saved key must match the injected adapter. The adapter is frozen, like the rest of the LM."""
+    peft = import_peft(f"{pretrained_model_name_or_path} has a LoRA adapter on its language model, which")
+    from safetensors.torch import load_file
+    from transformers.utils import cached_file
+
+    if lm_adapter_layers(language_model):
+        raise ValueError("the language model already carries a PEFT adapter: pass the plain base LM.")
+    source = f"{os.fspath(pretrained_model_name_or_path)}/{subfolder}"
+    try:
+        config_file, weights_file = (
+            cached_file(pretrained_model_name_or_path, name, subfolder=subfolder, revision=revision, **hub_kwargs)
+            for name in (LM_ADAPTER_CONFIG_NAME, LM_ADAPTER_WEIGHTS_NAME)
+        )
+    except OSError as err:
+        raise OSError(f"cannot load the language model's LoRA adapter from {source}: {err}") from err
+    with open(config_file, encoding="utf-8") as handle:
+        adapter_config = _lora_config(peft, json.load(handle), f"{source}/{LM_ADAPTER_CONFIG_NAME}")
+    adapter_config.inference_mode = True
+    peft.inject_adapter_in_model(adapter_config, language_model)
+    upcast_lm_adapter(language_model)  # as when it was trained (`apply_lora`)
+    weights = {key.removeprefix(PEFT_KEY_PREFIX): value for key, value in load_file(weights_file).items()}
+    expected = peft.get_peft_model_state_dict(language_model, save_embedding_layers=False)
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    wrong_shape = [key for key in expected if key in weights and weights[key].shape != expected[key].shape]
+    if missing or unexpected or wrong_shape:
+        raise ValueError(
+            f"{source}/{LM_ADAPTER_WEIGHTS_NAME} does not match its {LM_ADAPTER_CONFIG_NAME}: missing "
+            f"{missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong_shape[:5]}."
+        )
+    result = peft.set_peft_model_state_dict(language_model, weights)
+    if getattr(result, "unexpected_keys", None):
+        raise ValueError(f"{source}: peft did not load {sorted(result.unexpected_keys)[:5]}.")
+    language_model.requires_grad_(False)
 
 
 __all__ = [

@@ -3,8 +3,9 @@
 What they add to the Trainer (which runs on Accelerate, so DDP / FSDP / DeepSpeed work through `accelerate
 launch` or `torchrun`):
 
-- Checkpoints hold only what trains: `trainable_weights.safetensors` (parameters with `requires_grad`) plus the
-  model config and the training arguments as JSON, besides the Trainer's optimizer, scheduler and RNG state.
+- Checkpoints hold only what trains: `trainable_weights.safetensors` (parameters with `requires_grad`, e.g. the
+  projectors and a LoRA adapter's weights) plus the model config and the training arguments as JSON, besides the
+  Trainer's optimizer, scheduler and RNG state.
   `resume_from_checkpoint` restores them; the frozen LM, CF encoder and aligner come from where they were loaded.
 - Loss components (stage 1: matching, item/text reconstruction, recommendation) are logged separately, averaged
   over the logging interval.
