@@ -258,3 +258,29 @@ def stage1_run(cf_run, tiny_dataset, text_encoder_dir, training_root):
         + ["--num_train_epochs", "15", "--per_device_train_batch_size", "8", "--learning_rate", "1e-3"]
         + ["--logging_steps", "2", "--save_strategy", "no"],
     )
+
+
+# The stage-2 runs evaluated by tests/test_evaluate_example.py and the benchmark smoke tests: A-LLMRec and the
+# paper's two baselines, on the tiny llama LM with 3-item candidate sets.
+EVAL_STAGE2_ARGS = ["--num_candidates", "3", "--prompt_history_length", "5", "--per_device_train_batch_size", "4"]
+EVAL_STAGE2_ARGS += ["--learning_rate", "3e-2", "--save_strategy", "no", "--max_steps", "20"]
+
+
+@pytest.fixture(scope="session")
+def stage2_runs(cf_run, stage1_run, tiny_dataset, lm_dir, training_root) -> dict:
+    """`{"a-llmrec": Run, "mlp_llm": Run, "llm_only": Run}` of `examples/train_stage2.py` on the tiny data."""
+    from training_helpers import run_example
+
+    runs = {}
+    for name, extra in [
+        ("a-llmrec", ["--stage1_model_path", stage1_run.output_dir]),
+        ("mlp_llm", ["--baseline", "mlp_llm", "--cf_model_path", cf_run.output_dir]),
+        ("llm_only", ["--baseline", "llm_only", "--cf_model_path", cf_run.output_dir]),
+    ]:
+        output = str(training_root / f"eval_stage2_{name}")
+        runs[name] = run_example(
+            "train_stage2",
+            ["--dataset_dir", tiny_dataset, "--llm", lm_dir("llama"), "--output_dir", output, *extra]
+            + EVAL_STAGE2_ARGS,
+        )
+    return runs

@@ -103,6 +103,7 @@ def example_module(name: str):
     if name not in _MODULES:
         spec = importlib.util.spec_from_file_location(f"allmrec_example_{name}", EXAMPLES / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses defined in the script look their module up there
         spec.loader.exec_module(module)
         _MODULES[name] = module
     return _MODULES[name]

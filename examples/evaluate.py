@@ -1,0 +1,337 @@
+#!/usr/bin/env python
+"""Evaluate recommenders on the identical persisted candidate sets of a prepared dataset, the paper's way.
+
+Methods (each one optional; give at least one checkpoint):
+- the CF model alone (`--cf_model_path`, else the CF model inside the first LM checkpoint given),
+- LLM-only (`--llm_only_model_path`), MLP-LLM (`--mlp_llm_model_path`),
+- A-LLMRec (`--allmrec_model_path`) with CF item embeddings and with text-side item embeddings (the paper's
+  "A-LLMRec (SBERT)"),
+each LM method in generation mode (the paper's: greedy answer, Hit@1 by the substring rule and by a strict rule)
+and in ranking mode (every candidate scored by the likelihood of its title: Hit@K, NDCG@K, MRR). Scenarios: all
+test users, cold items, warm items and cold users (when the dataset has them). With `--full_catalog` the CF model
+retrieves the top `--num_retrieved` unseen items of the whole catalog and each LM method reranks them.
+
+    python examples/evaluate.py --dataset_dir outputs/data/ml-100k --output_dir outputs/eval \\
+        --allmrec_model_path outputs/stage2 --mlp_llm_model_path outputs/mlp_llm \\
+        --llm_only_model_path outputs/llm_only --cf_model_path outputs/cf --max_users 200
+
+Writes `results.json`, `results.md` (tables in the paper's layout) and `hit_at_k.png` / `scenarios.png` to
+`--output_dir`. Deterministic under `--seed` (user sampling; decoding is greedy).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from transformers import HfArgumentParser, set_seed
+
+from allmrec_hf import ALLMRecConfig, ALLMRecForConditionalGeneration, ALLMRecProcessor
+from allmrec_hf.data import PreparedDataset
+from allmrec_hf.evaluation.evaluator import (
+    MODES,
+    cf_candidate_scores,
+    cf_full_catalog_ranks,
+    full_catalog_metrics,
+    lm_candidate_outputs,
+    lm_full_catalog_ranks,
+    scenario_metrics,
+    select_rows,
+)
+from allmrec_hf.evaluation.report import markdown_report, plot_results
+from allmrec_hf.offline_models import resolve_model_path
+from allmrec_hf.training.builders import check_catalog, checkpoint_model_type, load_cf_model
+
+logger = logging.getLogger("evaluate")
+CF_NAMES = {"sasrec": "SASRec", "gru4rec": "GRU4Rec", "nextitnet": "NextItNet"}
+
+
+@dataclass
+class EvaluationArguments:
+    dataset_dir: str = field(metadata={"help": "A prepared dataset (examples/prepare_data.py) with candidates."})
+    output_dir: str = field(metadata={"help": "Where results.json, results.md and the plots go."})
+    allmrec_model_path: str | None = field(default=None, metadata={"help": "An A-LLMRec stage-2 checkpoint."})
+    mlp_llm_model_path: str | None = field(default=None, metadata={"help": "An MLP-LLM stage-2 checkpoint."})
+    llm_only_model_path: str | None = field(default=None, metadata={"help": "An LLM-only checkpoint."})
+    cf_model_path: str | None = field(
+        default=None,
+        metadata={"help": "A CF checkpoint evaluated alone (default: the CF model inside the first LM checkpoint)."},
+    )
+    llm: str | None = field(
+        default=None,
+        metadata={"help": "Load the LM from here instead of the checkpoints' base_model_name_or_path (id or folder)."},
+    )
+    lm_dtype: str | None = field(default=None, metadata={"help": "LM weights dtype, e.g. bfloat16 (default: fp32)."})
+    attn_implementation: str | None = field(default=None, metadata={"help": "e.g. eager or sdpa."})
+    modes: str = field(default="generation,ranking", metadata={"help": "Comma-separated: generation, ranking."})
+    scenarios: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated: test, cold_items, warm_items, cold_users (default: all available)."},
+    )
+    item_embedding_sources: str = field(
+        default="cf,text",
+        metadata={"help": "A-LLMRec item embeddings to evaluate: cf (e_i), text (q_i, 'A-LLMRec (SBERT)')."},
+    )
+    max_users: int | None = field(
+        default=None, metadata={"help": "At most this many users per scenario, drawn under --seed (default: all)."}
+    )
+    max_generation_users: int | None = field(
+        default=None,
+        metadata={"help": "Generation mode (the slow one) on at most this many of those users (default: all)."},
+    )
+    batch_size: int = field(default=8, metadata={"help": "Users per forward pass."})
+    candidate_batch_size: int | None = field(
+        default=None, metadata={"help": "Candidates scored per forward in ranking mode (default: all at once)."}
+    )
+    max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Generation length (default: the longest candidate answer + 8 tokens)."}
+    )
+    ks: str = field(default="1,5,10", metadata={"help": "Comma-separated K of Hit@K and NDCG@K."})
+    full_catalog: bool = field(
+        default=True, metadata={"help": "Also evaluate retrieve-then-rerank over the whole catalog (test users)."}
+    )
+    num_retrieved: int = field(default=20, metadata={"help": "Items the CF model retrieves for reranking."})
+    plots: bool = field(default=True, metadata={"help": "Write the PNG plots (needs matplotlib)."})
+    seed: int = field(default=42, metadata={"help": "Seed of the user sampling."})
+    device: str | None = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available)."})
+    disable_tqdm: bool = field(default=False, metadata={"help": "No progress bars."})
+
+
+def _split(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _check_arguments(args: EvaluationArguments) -> dict[str, str]:
+    """Everything that can be wrong with the arguments, found before any model is loaded."""
+    checkpoints = {
+        name: path
+        for name, path in [
+            ("llm_only", args.llm_only_model_path),
+            ("mlp_llm", args.mlp_llm_model_path),
+            ("a-llmrec", args.allmrec_model_path),
+        ]
+        if path
+    }
+    if not checkpoints and not args.cf_model_path:
+        raise ValueError(
+            "nothing to evaluate: give --allmrec_model_path, --mlp_llm_model_path, "
+            "--llm_only_model_path and/or --cf_model_path."
+        )
+    for name, path in [*checkpoints.items(), ("cf", args.cf_model_path)]:
+        if path and not os.path.isfile(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"--{name.replace('-', '')}_model_path {path} has no config.json.")
+    for name, path in checkpoints.items():
+        kind = checkpoint_model_type(path)
+        if kind != "allmrec":
+            raise ValueError(f"{path} (given for {name}) is a {kind!r} checkpoint, not a stage-2 (allmrec) one.")
+    if args.cf_model_path and checkpoint_model_type(args.cf_model_path) not in CF_NAMES:
+        raise ValueError(f"--cf_model_path {args.cf_model_path} is not a CF checkpoint.")
+    unknown = set(_split(args.modes)) - set(MODES)
+    if unknown or not _split(args.modes):
+        raise ValueError(f"--modes must name some of {MODES}, got {args.modes!r}.")
+    unknown = set(_split(args.item_embedding_sources)) - {"cf", "text"}
+    if unknown:
+        raise ValueError(f"--item_embedding_sources must be cf and/or text, got {args.item_embedding_sources!r}.")
+    if args.lm_dtype and not isinstance(getattr(torch, args.lm_dtype, None), torch.dtype):
+        raise ValueError(f"--lm_dtype {args.lm_dtype!r} is not a torch dtype (e.g. bfloat16, float32).")
+    if args.batch_size < 1 or any(n is not None and n < 1 for n in (args.max_users, args.max_generation_users)):
+        raise ValueError("--batch_size, --max_users and --max_generation_users must be positive.")
+    return checkpoints
+
+
+class _LanguageModels:
+    """Loads each checkpoint's LM once and shares it between checkpoints on the same LM (no adapter)."""
+
+    def __init__(self, args: EvaluationArguments, device: torch.device):
+        self.args, self.device, self.cache = args, device, {}
+
+    def load(self, path: str) -> ALLMRecForConditionalGeneration:
+        config = ALLMRecConfig.from_pretrained(path)
+        base = self.args.llm or config.base_model_name_or_path
+        kwargs = {}
+        if self.args.lm_dtype:
+            kwargs["dtype"] = getattr(torch, self.args.lm_dtype)
+        if self.args.attn_implementation:
+            kwargs["attn_implementation"] = self.args.attn_implementation
+        if config.language_model_included and not self.args.llm:
+            model = ALLMRecForConditionalGeneration.from_pretrained(path, **kwargs)
+        elif config.lm_adapter_subfolder:  # the adapter changes the LM: never shared
+            model = ALLMRecForConditionalGeneration.from_pretrained(
+                path, base_model_name_or_path=resolve_model_path(base), **kwargs
+            )
+        else:
+            if base not in self.cache:
+                from transformers import AutoModelForCausalLM
+
+                self.cache[base] = AutoModelForCausalLM.from_pretrained(resolve_model_path(base), **kwargs).to(
+                    self.device
+                )
+            model = ALLMRecForConditionalGeneration.from_pretrained(path, language_model=self.cache[base])
+        return model.to(self.device).eval()
+
+
+def _methods_to_run(args, checkpoints: dict[str, str]) -> list[tuple[str, str, str | None]]:
+    """(display name, checkpoint kind, item embedding source) of each LM method, in the paper's order."""
+    methods = []
+    if "llm_only" in checkpoints:
+        methods.append(("LLM-only", "llm_only", None))
+    if "mlp_llm" in checkpoints:
+        methods.append(("MLP-LLM", "mlp_llm", "cf"))
+    if "a-llmrec" in checkpoints:
+        for source in _split(args.item_embedding_sources):
+            methods.append(("A-LLMRec" if source == "cf" else "A-LLMRec (SBERT)", "a-llmrec", source))
+    return methods
+
+
+def _write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = HfArgumentParser(EvaluationArguments)
+    if argv is None:
+        import sys
+
+        argv = sys.argv[1:]
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        (args,) = parser.parse_json_file(os.path.abspath(argv[0]))
+    else:
+        (args,) = parser.parse_args_into_dataclasses(args=list(argv))
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    checkpoints = _check_arguments(args)
+    modes = _split(args.modes)
+    ks = sorted({int(k) for k in _split(args.ks)})
+
+    data = PreparedDataset.load(args.dataset_dir)
+    for path in [*checkpoints.values(), args.cf_model_path]:
+        if path:
+            check_catalog(path, data.catalog, f"the dataset {args.dataset_dir}")
+    rows = select_rows(data, _split(args.scenarios), args.max_users, args.seed)
+    generation_rows = rows.subset(args.max_generation_users, args.seed)
+    num_candidates = max(len(c) for c in rows.candidates)
+    ks = [k for k in ks if k <= num_candidates]
+    os.makedirs(args.output_dir, exist_ok=True)
+    set_seed(args.seed)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+    results: dict = {
+        "dataset": data.name,
+        "dataset_dir": os.path.abspath(args.dataset_dir),
+        "seed": args.seed,
+        "num_candidates": num_candidates,
+        "ks": ks,
+        "scenarios": {
+            name: {"num_users": len(index), "num_generation_users": len(generation_rows.scenarios[name])}
+            for name, index in rows.scenarios.items()
+        },
+        "methods": {},
+        "results": {name: {} for name in rows.scenarios},
+        "timing_seconds": {},
+        "arguments": asdict(args),
+    }
+    test_rows = None
+    if args.full_catalog and "test" in rows.scenarios:
+        test_rows = select_rows(data, ["test"], args.max_users, args.seed)
+        results["full_catalog"] = {"num_users": len(test_rows), "num_retrieved": args.num_retrieved, "results": {}}
+
+    def record(method: str, metrics: dict[str, dict]) -> None:
+        for scenario, entry in metrics.items():
+            results["results"][scenario].setdefault(method, {}).update(entry)
+
+    # ------------------------------------------------------------------ the CF model alone
+    lms = _LanguageModels(args, device)
+    loaded: dict[str, ALLMRecForConditionalGeneration] = {}
+    if args.cf_model_path:
+        cf_model, cf_source = load_cf_model(args.cf_model_path, data.catalog), args.cf_model_path
+    else:
+        first = next(iter(checkpoints))
+        loaded[first] = lms.load(checkpoints[first])
+        cf_model, cf_source = loaded[first].recommender.cf_model, checkpoints[first]
+    cf_model = cf_model.to(device).eval()
+    cf_name = CF_NAMES.get(cf_model.config.model_type, cf_model.config.model_type)
+    results["methods"][cf_name] = {"kind": "cf", "checkpoint": os.path.abspath(cf_source)}
+    start = time.perf_counter()
+    record(
+        cf_name,
+        scenario_metrics(rows, data.catalog, scores=cf_candidate_scores(cf_model, rows, 256, args.disable_tqdm), ks=ks),
+    )
+    if test_rows is not None:
+        ranks = cf_full_catalog_ranks(cf_model, test_rows, 256, args.disable_tqdm)
+        results["full_catalog"]["results"][cf_name] = full_catalog_metrics(ranks, ks)
+    results["timing_seconds"][cf_name] = round(time.perf_counter() - start, 2)
+
+    # ------------------------------------------------------------------ the LM methods
+    for name, kind, source in _methods_to_run(args, checkpoints):
+        path = checkpoints[kind]
+        if kind not in loaded:
+            logger.info("Loading %s from %s", name, path)
+            loaded[kind] = lms.load(path)
+        model = loaded[kind]
+        processor = ALLMRecProcessor.from_pretrained(path)
+        if source == "text" and model.text_item_latents is None:
+            model.compute_text_item_latents(processor)
+        results["methods"][name] = {"kind": kind, "checkpoint": os.path.abspath(path), "item_embeddings": source}
+        timing = results["timing_seconds"][name] = {}
+        for mode in modes:
+            start = time.perf_counter()
+            mode_rows = generation_rows if mode == "generation" else rows
+            outputs = lm_candidate_outputs(
+                model,
+                processor,
+                mode_rows,
+                [mode],
+                args.batch_size,
+                args.max_new_tokens,
+                item_embedding_source=source,
+                candidate_batch_size=args.candidate_batch_size,
+                desc=name,
+                disable_tqdm=args.disable_tqdm,
+            )
+            record(name, scenario_metrics(mode_rows, data.catalog, outputs.get("answers"), outputs.get("scores"), ks))
+            timing[mode] = round(time.perf_counter() - start, 2)
+            if mode == "generation":
+                results["methods"][name]["example_answers"] = outputs["answers"][:3]
+        if test_rows is not None and "ranking" in modes:
+            start = time.perf_counter()
+            ranks = lm_full_catalog_ranks(
+                model, processor, test_rows, args.num_retrieved, args.batch_size, source, name, args.disable_tqdm
+            )
+            results["full_catalog"]["results"][name] = full_catalog_metrics(ranks, ks)
+            timing["full_catalog"] = round(time.perf_counter() - start, 2)
+        logger.info("%s done: %s", name, timing)
+
+    # ------------------------------------------------------------------ outputs
+    report = markdown_report(results)
+    _write_atomic(os.path.join(args.output_dir, "results.json"), json.dumps(_jsonable(results), indent=2) + "\n")
+    _write_atomic(os.path.join(args.output_dir, "results.md"), report + "\n")
+    written = ["results.json", "results.md"]
+    if args.plots:
+        written += [os.path.basename(p) for p in plot_results(results, args.output_dir)]
+    logger.info("Wrote %s to %s", ", ".join(written), os.path.abspath(args.output_dir))
+    print(report)
+    return results
+
+
+def _jsonable(value):
+    """NaN and infinity as null (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float | np.floating) and not np.isfinite(value):
+        return None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+if __name__ == "__main__":
+    main()
