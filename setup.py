@@ -29,6 +29,7 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=False,
+    package_data={"allmrec_hf": ["model_cards/*.md"]},  # the model-card templates (allmrec_hf.model_card)
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",
@@ -41,6 +42,7 @@ setup(
         "datasets>=3.0",
         "pandas>=2.2",
         "pyarrow>=15",
+        "Jinja2>=3.0",  # model cards (huggingface_hub's ModelCard templates)
     ],
     extras_require={
         "test": TEST_REQUIRES,

@@ -18,6 +18,7 @@ import os
 from transformers import EarlyStoppingCallback, set_seed
 
 from allmrec_hf.data import PreparedDataset
+from allmrec_hf.model_card import write_model_card
 from allmrec_hf.training.arguments import CFModelArguments, CFTrainingArguments, DataArguments
 from allmrec_hf.training.builders import build_cf_model
 from allmrec_hf.training.collators import CFCollator, SetEpochCallback
@@ -82,6 +83,10 @@ def main(argv: list[str] | None = None) -> dict:
         data.catalog.save(training_args.output_dir)
         results["dataset_dir"] = os.path.abspath(data_args.dataset_dir)
         write_results(training_args.output_dir, results)
+        write_model_card(
+            "cf", training_args.output_dir, model=model, dataset=data, training_results=results,
+            arguments=(model_args, data_args, training_args),
+        )  # fmt: skip
         logger.info(
             "CF model saved to %s: test hit@10 %.4f, ndcg@10 %.4f",
             training_args.output_dir,

@@ -21,6 +21,7 @@ from transformers import set_seed
 
 from allmrec_hf import ALLMRecProcessor
 from allmrec_hf.data import PreparedDataset
+from allmrec_hf.model_card import write_model_card
 from allmrec_hf.training.arguments import DataArguments, Stage1ModelArguments, Stage1TrainingArguments
 from allmrec_hf.training.builders import build_aligner, load_cf_model
 from allmrec_hf.training.collators import SetEpochCallback, Stage1Collator
@@ -91,6 +92,10 @@ def main(argv: list[str] | None = None) -> dict:
             item_text_template=model_args.item_text_template,
         )
         write_results(training_args.output_dir, results)
+        write_model_card(
+            "aligner", training_args.output_dir, model=aligner, dataset=data, training_results=results,
+            arguments=(model_args, data_args, training_args),
+        )  # fmt: skip
         logger.info("Stage-1 aligner saved to %s (train loss %.4f)", training_args.output_dir, results["train_loss"])
     return results
 

@@ -26,6 +26,7 @@ from transformers import AutoTokenizer, set_seed
 
 from allmrec_hf import PromptTemplate
 from allmrec_hf.data import PreparedDataset
+from allmrec_hf.model_card import write_model_card
 from allmrec_hf.training.arguments import DataArguments, Stage2ModelArguments, Stage2TrainingArguments
 from allmrec_hf.training.builders import build_stage2_model, compile_language_model, load_aligner, load_cf_model
 from allmrec_hf.training.collators import SetEpochCallback, Stage2Collator
@@ -145,6 +146,10 @@ def main(argv: list[str] | None = None) -> dict:
         model.save_pretrained(training_args.output_dir)
         processor.save_pretrained(training_args.output_dir)
         write_results(training_args.output_dir, results)
+        write_model_card(
+            "recommender", training_args.output_dir, model=model, dataset=data, training_results=results,
+            arguments=(model_args, data_args, training_args),
+        )  # fmt: skip
         logger.info("Recommender saved to %s", training_args.output_dir)
     return results
 
