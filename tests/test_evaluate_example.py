@@ -181,3 +181,51 @@ def _lm_of(checkpoint):
     from allmrec_hf import ALLMRecConfig
 
     return ALLMRecConfig.from_pretrained(checkpoint).base_model_name_or_path
+
+
+def test_cross_domain(stage2_runs, cf_run, tiny_dataset, training_root, tmp_path):
+    """Another domain's items (other ids, other titles): A-LLMRec (SBERT) and LLM-only rank them; the CF model
+    and the CF-embedding methods cannot represent them and are left out."""
+    from training_helpers import write_dataset
+
+    other = write_dataset(training_root / "data_cross_domain", id_prefix="x", num_items=41, seed=3)
+    args = evaluate_args(stage2_runs, cf_run, tiny_dataset, tmp_path, "--cross_domain_dataset_dir", other)
+    results = example_module("evaluate").main(args + ["--cross_domain_noun", "game", "--plots", "false"])
+    scenario = results["scenarios"]["cross_domain"]
+    assert scenario["num_users"] == len(PreparedDataset.load(other).scenario("test"))
+    assert scenario["history_items_shared"] == 0 and scenario["candidates_shared"] == 0
+    cross = results["results"]["cross_domain"]
+    assert set(cross) == {"LLM-only", "A-LLMRec (SBERT)"}
+    for method in cross.values():
+        assert set(method) == {"generation", "ranking"} and 0 <= method["ranking"]["hit@1"] <= 1
+    assert "Cross-domain" in (tmp_path / "results.md").read_text()
+    # In-domain figures are unchanged by the extra scenario.
+    assert results["results"]["test"]["A-LLMRec"]["ranking"]["hit@1"] >= 0
+
+
+def test_cross_domain_prompt_and_items(stage2_runs, training_root, tiny_dataset):
+    """The prompt shows the other domain's titles and nouns, the text-side item embeddings are that catalog's,
+    and the CF model reads only the shared history items."""
+    from allmrec_hf.evaluation.evaluator import map_items, processor_for_catalog, text_item_latents
+    from training_helpers import write_dataset
+
+    output = stage2_runs["a-llmrec"].output_dir
+    model = ALLMRecForConditionalGeneration.from_pretrained(output, base_model_name_or_path=_lm_of(output))
+    source = ALLMRecProcessor.from_pretrained(output)
+    other = PreparedDataset.load(write_dataset(training_root / "data_cross_domain_2", id_prefix="y", num_items=41))
+    processor = processor_for_catalog(source, other.catalog, noun="game", verb="play")
+    rows = select_rows(other, ["test"])
+    prompt = processor.decode(processor(histories=rows.histories[:1], candidates=rows.candidates[:1])["input_ids"][0])
+    assert "game" in prompt and other.catalog.title(rows.candidates[0][0]) in prompt
+    assert source.prompt_template.noun == "movie" and source.catalog.num_items != other.catalog.num_items
+    latents = model.compute_text_item_latents(processor, store=False)
+    assert latents.shape[0] == other.catalog.num_items + 1 and model.text_item_latents is None
+    with text_item_latents(model, latents):
+        features = model.get_item_features(torch.tensor([[1, 2]]), source="text")
+    assert model.text_item_latents is None
+    expected = model.item_projector(latents[[1, 2]])
+    assert torch.allclose(features[0], expected)
+    # Shared ids map back: the tiny dataset's own items seen through a copy of its catalog.
+    data = PreparedDataset.load(tiny_dataset)
+    histories, candidates, counts = map_items(select_rows(data, ["test"]), data.catalog, data.catalog)
+    assert counts["history_items_shared"] == counts["history_items"] and all(all(c) for c in candidates)

@@ -447,23 +447,30 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         self.text_item_latents = latents.detach()
 
     @torch.no_grad()
-    def compute_text_item_latents(self, processor, batch_size: int = 256) -> torch.Tensor:
-        """Encode every catalog item's text with the stage-1 text encoder; stores and returns the table."""
-        num_items = self.recommender.num_items
-        if processor.catalog is None or processor.catalog.num_items != num_items:
+    def compute_text_item_latents(self, processor, batch_size: int = 256, store: bool = True) -> torch.Tensor:
+        """Encode every item text of `processor.catalog` with the stage-1 text encoder: row `i` is item `i`.
+
+        With `store=True` (default) the catalog must be the one the model was trained on, and the table is kept
+        for `item_embedding_source="text"`. `store=False` encodes any catalog (e.g. another domain's, for
+        cross-domain use) and only returns the table."""
+        catalog = processor.catalog
+        if catalog is None:
+            raise ValueError("the processor has no catalog to encode.")
+        if store and catalog.num_items != self.recommender.num_items:
             raise ValueError(
-                f"the processor's catalog has {getattr(processor.catalog, 'num_items', None)} items but the model "
-                f"was trained on {num_items}."
+                f"the processor's catalog has {catalog.num_items} items but the model was trained on "
+                f"{self.recommender.num_items}."
             )
         device = self.item_projector.linear_1.weight.device
-        latents = torch.zeros(num_items + 1, self.config.aligner_config.latent_size, device=device)
-        for start in range(1, num_items + 1, batch_size):
-            ids = list(range(start, min(start + batch_size, num_items + 1)))
+        latents = torch.zeros(catalog.num_items + 1, self.config.aligner_config.latent_size, device=device)
+        for start in range(1, catalog.num_items + 1, batch_size):
+            ids = list(range(start, min(start + batch_size, catalog.num_items + 1)))
             texts = processor.tokenize_item_texts(ids, return_tensors="pt").to(device)
             latents[start : start + len(ids)] = self.recommender.encode_texts(
                 texts["input_ids"], texts["attention_mask"]
             )
-        self.set_text_item_latents(latents)
+        if store:
+            self.set_text_item_latents(latents)
         return latents
 
     def get_placeholder_masks(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,9 +11,12 @@ Every method sees the same users, histories and candidate lists, so their figure
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,13 +123,7 @@ def _batches(n: int, batch_size: int, desc: str, disable: bool):
 def _cf_inputs(cf_model, histories: Sequence[Sequence[int]], device) -> torch.Tensor:
     """Left-padded CF input ids, the most recent `max_seq_length` items of each history."""
     max_length = cf_model.config.max_seq_length
-    rows = [list(h)[-max_length:] for h in histories]
-    width = max([len(r) for r in rows] + [1])
-    out = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            out[i, width - len(row) :] = torch.tensor(row)
-    return out.to(device)
+    return _left_pad([list(h)[-max_length:] for h in histories]).to(device)
 
 
 @torch.no_grad()
@@ -166,6 +163,22 @@ def _device(model) -> torch.device:
     return model.item_projector.linear_1.weight.device
 
 
+def _batch(processor, rows: EvaluationRows, start: int, stop: int, cf_histories=None):
+    batch = processor(histories=rows.histories[start:stop], candidates=rows.candidates[start:stop])
+    if cf_histories is not None:
+        batch["cf_input_ids"] = _left_pad([list(h)[-processor.max_history_length :] for h in cf_histories[start:stop]])
+    return batch
+
+
+def _left_pad(rows: Sequence[Sequence[int]]) -> torch.Tensor:
+    width = max([len(r) for r in rows] + [1])
+    out = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            out[i, width - len(row) :] = torch.tensor(list(row))
+    return out
+
+
 @torch.no_grad()
 def lm_candidate_outputs(
     model,
@@ -178,12 +191,16 @@ def lm_candidate_outputs(
     candidate_batch_size: int | None = None,
     desc: str = "",
     disable_tqdm: bool = False,
+    cf_histories: Sequence[Sequence[int]] | None = None,
 ) -> dict:
     """An LM recommender's outputs on each row's candidates.
 
     Returns `{"answers": [...], "scores": ndarray}` for the modes asked: `generation` decodes greedily and keeps
     the text (by default up to the longest candidate answer of the batch plus 8 tokens); `ranking` scores every
-    candidate's answer by its log-likelihood (`score_candidates`, summed over the answer tokens)."""
+    candidate's answer by its log-likelihood (`score_candidates`, summed over the answer tokens).
+
+    `cf_histories` (cross-domain use) replaces the histories the CF model reads: item indices of the model's own
+    catalog, while the prompt shows the rows' items of `processor.catalog`."""
     unknown = set(modes) - set(MODES)
     if unknown:
         raise ValueError(f"unknown modes {sorted(unknown)}; choose from {MODES}.")
@@ -193,7 +210,7 @@ def lm_candidate_outputs(
         answers: list[str] = []
         for start in _batches(len(rows), batch_size, f"{desc} generation".strip(), disable_tqdm):
             stop = min(start + batch_size, len(rows))
-            batch = processor(histories=rows.histories[start:stop], candidates=rows.candidates[start:stop])
+            batch = _batch(processor, rows, start, stop, cf_histories)
             longest = int(batch["candidate_attention_mask"].sum(-1).max())
             batch = batch.to(device)
             tokens = model.generate(
@@ -211,7 +228,7 @@ def lm_candidate_outputs(
         scores = np.full((len(rows), width), -np.inf)
         for start in _batches(len(rows), batch_size, f"{desc} ranking".strip(), disable_tqdm):
             stop = min(start + batch_size, len(rows))
-            batch = processor(histories=rows.histories[start:stop], candidates=rows.candidates[start:stop])
+            batch = _batch(processor, rows, start, stop, cf_histories)
             batch_scores = model.score_candidates(
                 **batch.to(device),
                 candidate_batch_size=candidate_batch_size,
@@ -294,3 +311,63 @@ def full_catalog_metrics(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, floa
     ranks = np.asarray(ranks, dtype=np.float64)
     with np.errstate(divide="ignore"):
         return ranking_metrics(ranks, tuple(ks))
+
+
+# ------------------------------------------------------------------------------------------ cross-domain
+def map_items(rows: EvaluationRows, target_catalog, source_catalog) -> tuple[list[list[int]], list[list[int]], dict]:
+    """Map the rows' items (indices of `target_catalog`) to `source_catalog` indices by external item id.
+
+    Returns `(histories, candidates, counts)`: histories keep only the items the source catalog has (a user with
+    none becomes a cold user for the CF model); candidates hold 0 where the source catalog lacks the item."""
+    lookup = {source_catalog.item_id(i): i for i in range(1, source_catalog.num_items + 1)}
+
+    def to_source(item: int) -> int:
+        return lookup.get(target_catalog.item_id(item), 0)
+
+    histories = [[m for m in map(to_source, h) if m] for h in rows.histories]
+    candidates = [[to_source(i) for i in c] for c in rows.candidates]
+    counts = {
+        "history_items": sum(len(h) for h in rows.histories),
+        "history_items_shared": sum(len(h) for h in histories),
+        "candidates": sum(len(c) for c in candidates),
+        "candidates_shared": sum(1 for c in candidates for i in c if i),
+    }
+    return histories, candidates, counts
+
+
+@torch.no_grad()
+def cf_mapped_candidate_scores(cf_model, histories, candidates, batch_size: int = 256) -> np.ndarray:
+    """CF scores of candidates given as source-catalog indices; a candidate the CF model does not know (0) gets
+    `-inf`, so it can only rank below every known one."""
+    device = next(cf_model.parameters()).device
+    width = max(len(c) for c in candidates)
+    scores = np.full((len(candidates), width), -np.inf)
+    for start in range(0, len(candidates), batch_size):
+        stop = min(start + batch_size, len(candidates))
+        items = torch.tensor([list(c) + [0] * (width - len(c)) for c in candidates[start:stop]], device=device)
+        batch = cf_model.score_items(_cf_inputs(cf_model, histories[start:stop], device), items).float()
+        scores[start:stop] = batch.masked_fill(items == 0, float("-inf")).cpu().numpy()
+    return scores
+
+
+def processor_for_catalog(processor, catalog, **prompt_overrides):
+    """A copy of `processor` (same tokenizers and settings) showing another catalog's items, with optional prompt
+    template changes such as `noun="game", verb="play", past_verb="played"`."""
+    other = copy.copy(processor)
+    other.catalog = catalog
+    overrides = {k: v for k, v in prompt_overrides.items() if v is not None}
+    if overrides:
+        other.prompt_template = dataclasses.replace(processor.prompt_template, **overrides)
+    return other
+
+
+@contextmanager
+def text_item_latents(model, latents: torch.Tensor) -> Iterator[None]:
+    """Use another catalog's text-side item latents (`compute_text_item_latents(..., store=False)`) inside the
+    block: item ids then index that catalog."""
+    saved = model.text_item_latents
+    model.text_item_latents = latents
+    try:
+        yield
+    finally:
+        model.text_item_latents = saved
