@@ -33,13 +33,14 @@ logger = logging.getLogger("quickstart")
 # Per-size settings. "cpu" fits the 30-minute budget of 2 CPU cores; "paper" is the paper's configuration.
 SIZES = {
     "cpu": {
-        "cf_epochs": 60,
-        "stage1_epochs": 3,
-        "stage2_train_users": 320,
+        "cf_epochs": 40,
+        "stage1_epochs": 2,
+        "stage2_train_users": 240,
         "stage2_epochs": 1,
         "eval_users": 100,
-        "generation_users": 40,
+        "generation_users": 30,
         "item_text_max_length": 64,
+        "full_catalog": False,
     },
     "smoke": {  # seconds, for the test suite's tiny models
         "cf_epochs": 2,
@@ -49,6 +50,7 @@ SIZES = {
         "eval_users": 4,
         "generation_users": 2,
         "item_text_max_length": 16,
+        "full_catalog": True,
     },
     "paper": {
         "cf_epochs": 200,
@@ -58,6 +60,7 @@ SIZES = {
         "eval_users": None,
         "generation_users": None,
         "item_text_max_length": 128,
+        "full_catalog": True,
     },
 }
 
@@ -136,6 +139,7 @@ def stage_commands(args: QuickstartArguments) -> dict[str, list[str]]:
         evaluate += ["--max_users", str(size["eval_users"])]
     if size["generation_users"]:
         evaluate += ["--max_generation_users", str(size["generation_users"])]
+    evaluate += ["--full_catalog", str(size["full_catalog"]).lower()]
     commands["evaluate"] = evaluate
     return commands
 
