@@ -1,0 +1,78 @@
+"""Smoke tests of the benchmark scripts on tiny models (their figures are not checked, only that they are sane)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+
+from training_helpers import REPO
+
+BENCHMARKS = REPO / "benchmarks"
+
+
+def benchmark_module(name: str):
+    """`benchmarks/<name>.py` imported as a module."""
+    spec = importlib.util.spec_from_file_location(f"allmrec_benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ranking_vs_generation_runs_every_mode_on_the_same_users(stage2_runs, tiny_dataset, lm_dir, tmp_path, capsys):
+    bench = benchmark_module("ranking_vs_generation")
+    output = tmp_path / "result.json"
+    argv = ["--model_path", stage2_runs["a-llmrec"].output_dir, "--dataset_dir", tiny_dataset]
+    argv += ["--llm", lm_dir("llama"), "--num_users", "4", "--batch_size", "3", "--seed", "1"]
+    argv += ["--dtype", "float32", "--output_json", str(output), "--disable_tqdm"]
+    results = bench.main(argv)
+
+    saved = json.loads(output.read_text())
+    assert set(saved) >= {
+        "config",
+        "users",
+        "warmup_user",
+        "num_candidates",
+        "modes",
+        "score_agreement",
+        "speedup_vs_generation",
+        "target",
+    }
+    assert len(saved["users"]) == 4 and saved["warmup_user"] not in saved["users"]
+    again = bench.main([*argv, "--skip_naive_batches", "--threads", "1"])
+    assert again["users"] == saved["users"]  # the users are a seeded sample
+    assert again["modes"][bench.NAIVE]["users_per_s_measured_in"] == "one at a time"
+    assert saved["modes"][bench.NAIVE]["users_per_s_measured_in"] == "batches of 3"
+    assert set(saved["modes"]) == set(bench.MODES)
+    for mode, entry in saved["modes"].items():
+        assert entry["users"] == 4, mode  # every mode ran on every user, one at a time and in batches
+        assert entry["users_per_s"] > 0 and entry["users_per_s_one_at_a_time"] > 0
+        lat = entry["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+    for mode in bench.RANKING_MODES:
+        metrics = saved["modes"][mode]["metrics"]
+        assert set(metrics) == {"hit@1", "hit@5", "ndcg@10", "mrr"}
+        assert 0 <= metrics["hit@1"] <= metrics["hit@5"] <= 1
+    generation = saved["modes"][bench.GENERATION]
+    assert len(generation["answers"]) == 4
+    assert {"hit@1_substring", "hit@1_strict", "valid_answer_rate"} <= set(generation["metrics"])
+    assert 1 <= generation["metrics"]["mean_new_tokens"] <= saved["config"]["max_new_tokens"]
+
+    # The naive scorer (a full forward per candidate) and the prefix-cache scorers agree (float32 here).
+    agreement = saved["score_agreement"]
+    assert agreement["naive_vs_cached_all_max_abs_diff"] < 1e-3
+    assert agreement["naive_vs_cached_one_max_abs_diff"] < 1e-3
+    assert agreement["batched_vs_single_cached_all_max_abs_diff"] < 1e-3
+    assert agreement["naive_vs_cached_all_same_top1"] == 1.0
+    # Equal scores, equal quality.
+    assert len({json.dumps(saved["modes"][m]["metrics"]) for m in bench.RANKING_MODES}) == 1
+
+    target = saved["target"]
+    assert target["best_ranking_mode"] in bench.RANKING_MODES
+    assert target["met"] == (target["faster"] and target["as_good"])
+    assert all(math.isfinite(r["throughput"]) for r in saved["speedup_vs_generation"].values())
+    assert results["target"] == target
+    printed = capsys.readouterr().out
+    assert "| generation |" in printed and "target: ranking >= 5x faster" in printed
