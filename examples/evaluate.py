@@ -28,7 +28,6 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import torch
 from transformers import HfArgumentParser, set_seed
 
@@ -49,7 +48,7 @@ from allmrec_hf.evaluation.evaluator import (
     text_item_latents,
 )
 from allmrec_hf.evaluation.report import markdown_report, plot_results
-from allmrec_hf.model_card import update_model_cards
+from allmrec_hf.model_card import finite_values, update_model_cards
 from allmrec_hf.offline_models import resolve_model_path
 from allmrec_hf.training.builders import check_catalog, checkpoint_model_type, load_cf_model
 
@@ -387,29 +386,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ------------------------------------------------------------------ outputs
     report = markdown_report(results)
-    _write_atomic(os.path.join(args.output_dir, "results.json"), json.dumps(_jsonable(results), indent=2) + "\n")
+    _write_atomic(os.path.join(args.output_dir, "results.json"), json.dumps(finite_values(results), indent=2) + "\n")
     _write_atomic(os.path.join(args.output_dir, "results.md"), report + "\n")
     written = ["results.json", "results.md"]
     if args.plots:
         written += [os.path.basename(p) for p in plot_results(results, args.output_dir)]
     logger.info("Wrote %s to %s", ", ".join(written), os.path.abspath(args.output_dir))
     if args.update_model_card:
-        update_model_cards(_jsonable(results), [*checkpoints.values(), args.cf_model_path], dataset=data)
+        update_model_cards(finite_values(results), [*checkpoints.values(), args.cf_model_path], dataset=data)
     print(report)
     return results
-
-
-def _jsonable(value):
-    """NaN and infinity as null (strict JSON)."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float | np.floating) and not np.isfinite(value):
-        return None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 if __name__ == "__main__":

@@ -238,7 +238,7 @@ def update_model_card(
     output_dir = os.fspath(output_dir)
     path = os.path.join(output_dir, CARD_FILE)
     try:
-        evaluation_results = _finite(evaluation_results)
+        evaluation_results = finite_values(evaluation_results)
         card = ModelCard.load(path) if os.path.isfile(path) else None
         if card is None:
             return write_model_card(
@@ -297,7 +297,7 @@ def evaluation_eval_results(
     """`EvalResult`s of `methods` on the `test` scenario of an evaluation (`examples/evaluate.py`): generation
     Hit@1 (substring and strict rules), ranking Hit@K / NDCG@K / MRR on the persisted candidate sets and, when
     computed, full-catalog retrieve-then-rerank. The protocol is in each metric's `args` and `config`."""
-    results = _finite(evaluation_results)
+    results = finite_values(evaluation_results)
     data = dict(data or {})
     name = data.get("name") or results.get("dataset") or "dataset"
     dataset_type = data.get("hub_id") or name
@@ -380,7 +380,7 @@ def render_evaluation_section(
 
     context: dict[str, Any] = {"kind": kind, "evaluated": bool(evaluation_results)}
     if evaluation_results:
-        results = _finite(evaluation_results)
+        results = finite_values(evaluation_results)
         ks = [int(k) for k in results.get("ks", [1, 5, 10])]
         rank_keys = [(key, label) for _, key, label, _ in _ranking_keys(ks)]
         test = results.get("results", {}).get("test", {})
@@ -826,12 +826,12 @@ def _is_number(value) -> bool:
         return False
 
 
-def _finite(value):
+def finite_values(value):
     """A copy with NaN / infinity as None and numpy scalars as Python numbers (for YAML and templates)."""
     if isinstance(value, Mapping):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_values(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [finite_values(v) for v in value]
     if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
