@@ -8,9 +8,12 @@ real datasets), with one extra warm-up user run through every mode first and exc
   longest candidate answer of these users: ` "title"` and end-of-sequence), answer mapped to a candidate;
 - `ranking, no prefix cache`: every candidate scored by its own full forward pass of prompt + answer (the naive
   scorer, implemented here), one candidate per user per forward;
-- `ranking, prefix cache, 1 candidate/forward`: `score_candidates(candidate_batch_size=1)`: the prompt runs once,
-  its key/value cache is reused for each candidate;
-- `ranking, prefix cache, all candidates batched`: `score_candidates()` (the library's default);
+- `ranking, prefix cache, 1 candidate/forward`: `score_candidates(candidate_batch_size=1, candidate_packing=False)`:
+  the prompt runs once, its key/value cache is reused for each candidate;
+- `ranking, prefix cache, all candidates batched (padded rows)`: `score_candidates(candidate_packing=False)`: the
+  cache repeated for the candidates, all of them in one forward as right-padded rows;
+- `ranking, prefix cache, all candidates in one token tree`: `score_candidates()` (the library's default): each
+  user's answers packed into one prefix tree (shared answer prefixes run once, no padding, no cache copies);
 - `prompt forward only` (diagnostic, no answer at all): embedding the prompt and one LM forward over it, which
   both modes must do; the floor under either mode's latency.
 
@@ -43,9 +46,10 @@ TARGET_SPEEDUP = 5.0
 GENERATION = "generation"
 NAIVE = "ranking, no prefix cache"
 CACHED_ONE = "ranking, prefix cache, 1 candidate/forward"
-CACHED_ALL = "ranking, prefix cache, all candidates batched"
+CACHED_PADDED = "ranking, prefix cache, all candidates batched (padded rows)"
+CACHED_ALL = "ranking, prefix cache, all candidates in one token tree"
 PROMPT_ONLY = "prompt forward only (floor)"
-RANKING_MODES = (NAIVE, CACHED_ONE, CACHED_ALL)
+RANKING_MODES = (NAIVE, CACHED_ONE, CACHED_PADDED, CACHED_ALL)
 MODES = (GENERATION, *RANKING_MODES, PROMPT_ONLY)
 
 
@@ -179,13 +183,15 @@ def make_runners(model, processor, max_new_tokens: int) -> dict:
         ]
         return {"texts": texts, "items": [m.item_id for m in matches], "new_tokens": lengths}
 
-    def ranking(candidate_batch_size, naive=False):
+    def ranking(candidate_batch_size, naive=False, packing=None):
         def run(rows):
             batch = batch_for(processor, rows)
             if naive:
                 scores = naive_scores(model, batch)
             else:
-                scores = model.score_candidates(**batch, candidate_batch_size=candidate_batch_size)
+                scores = model.score_candidates(
+                    **batch, candidate_batch_size=candidate_batch_size, candidate_packing=packing
+                )
             return {"scores": scores.float().cpu(), "best": scores.argmax(1).tolist()}
 
         return run
@@ -206,7 +212,8 @@ def make_runners(model, processor, max_new_tokens: int) -> dict:
     return {
         GENERATION: generation,
         NAIVE: ranking(None, naive=True),
-        CACHED_ONE: ranking(1),
+        CACHED_ONE: ranking(1, packing=False),
+        CACHED_PADDED: ranking(None, packing=False),
         CACHED_ALL: ranking(None),
         PROMPT_ONLY: prompt_only,
     }
@@ -372,6 +379,7 @@ def main(argv=None) -> dict:
         "naive_vs_cached_all_max_abs_diff": max_abs_diff(single, NAIVE, CACHED_ALL),
         "naive_vs_cached_one_max_abs_diff": max_abs_diff(single, NAIVE, CACHED_ONE),
         "cached_one_vs_cached_all_max_abs_diff": max_abs_diff(single, CACHED_ONE, CACHED_ALL),
+        "padded_vs_tree_max_abs_diff": max_abs_diff(single, CACHED_PADDED, CACHED_ALL),
         "batched_vs_single_cached_all_max_abs_diff": max_abs_diff(
             {"a": single[CACHED_ALL], "b": batched[CACHED_ALL]}, "a", "b"
         ),
@@ -415,7 +423,7 @@ def main(argv=None) -> dict:
 
     if args.profile:
         results["profiles"] = {}
-        for mode in (GENERATION, CACHED_ONE, CACHED_ALL):
+        for mode in (GENERATION, CACHED_PADDED, CACHED_ALL):
             table = profile_one(runners[mode], [users[0]])
             results["profiles"][mode] = table
             print(f"\nwhere one user's time goes, {mode} (by operator, self CPU time):\n{table}")
@@ -460,8 +468,9 @@ def print_report(results: dict, batch_size: int) -> None:
     )
     agreement = results["score_agreement"]
     print(
-        "scores: naive vs prefix cache (all batched) max |diff| "
-        f"{agreement['naive_vs_cached_all_max_abs_diff']:.2e}, vs prefix cache (1/forward) "
+        "scores: naive vs token tree max |diff| "
+        f"{agreement['naive_vs_cached_all_max_abs_diff']:.2e}, padded rows vs token tree "
+        f"{agreement['padded_vs_tree_max_abs_diff']:.2e}, naive vs prefix cache (1/forward) "
         f"{agreement['naive_vs_cached_one_max_abs_diff']:.2e} (mean |score| {agreement['mean_abs_score']:.1f}); "
         f"same top candidate for {agreement['naive_vs_cached_all_same_top1']:.0%} of users; batched vs one at a time "
         f"{agreement['batched_vs_single_cached_all_max_abs_diff']:.2e}"

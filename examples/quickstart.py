@@ -41,6 +41,7 @@ SIZES = {
         "generation_users": 30,
         "item_text_max_length": 64,
         "full_catalog": False,
+        "scenarios": "test",  # each further scenario (cold/warm items) would add ~100 users per method
     },
     "smoke": {  # seconds, for the test suite's tiny models
         "cf_epochs": 2,
@@ -51,6 +52,7 @@ SIZES = {
         "generation_users": 2,
         "item_text_max_length": 16,
         "full_catalog": True,
+        "scenarios": None,  # all of them
     },
     "paper": {
         "cf_epochs": 200,
@@ -61,6 +63,7 @@ SIZES = {
         "generation_users": None,
         "item_text_max_length": 128,
         "full_catalog": True,
+        "scenarios": None,
     },
 }
 
@@ -140,6 +143,8 @@ def stage_commands(args: QuickstartArguments) -> dict[str, list[str]]:
     if size["generation_users"]:
         evaluate += ["--max_generation_users", str(size["generation_users"])]
     evaluate += ["--full_catalog", str(size["full_catalog"]).lower()]
+    if size["scenarios"]:
+        evaluate += ["--scenarios", size["scenarios"]]
     commands["evaluate"] = evaluate
     return commands
 

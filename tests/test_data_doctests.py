@@ -1,4 +1,4 @@
-"""The examples in the docstrings of `allmrec_hf.data` run as written.
+"""The examples in the docstrings of `allmrec_hf.data` (and other pure modules) run as written.
 
 The docstrings wrap their examples in Markdown fences (```python ... ```), which plain doctest would read as
 expected output; a small parser blanks those fence lines first.
@@ -25,6 +25,7 @@ MODULES = [
     "allmrec_hf.data.readers.table",
     "allmrec_hf.data.readers.unisrec",
     "allmrec_hf.evaluation.metrics",
+    "allmrec_hf.candidate_tree",
 ]
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 _FENCE = re.compile(r"^[ \t]*```(?:python)?[ \t]*$", re.M)

@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from allmrec_hf import ALLMRecAlignerConfig, ALLMRecConfig, ALLMRecForConditionalGeneration, SASRecConfig
+from allmrec_hf.candidate_tree import build_candidate_token_tree
 from conftest import LM_FAMILIES, build_model, lm_config
 
 HISTORIES = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]]
@@ -129,11 +130,14 @@ def test_gradients_reach_the_projectors_and_nothing_else(family, processor):
     assert "trainable params" in model.print_trainable_parameters()
 
 
+@pytest.mark.parametrize("candidate_packing", [None, False])
 @pytest.mark.parametrize("candidate_batch_size", [None, 3])
-def test_score_candidates_equals_naive_full_forward(family, processor, candidate_batch_size):
+def test_score_candidates_equals_naive_full_forward(family, processor, candidate_batch_size, candidate_packing):
     model = build_model(family, processor)
     batch = processor(histories=HISTORIES, candidates=CANDIDATES)
-    scores = model.score_candidates(**batch, candidate_batch_size=candidate_batch_size)
+    scores = model.score_candidates(
+        **batch, candidate_batch_size=candidate_batch_size, candidate_packing=candidate_packing
+    )
     assert scores.shape == (2, 4)
     for row, (history, candidates) in enumerate(zip(HISTORIES, CANDIDATES, strict=True)):
         expected = naive_candidate_scores(model, processor, history, candidates)
@@ -141,6 +145,70 @@ def test_score_candidates_equals_naive_full_forward(family, processor, candidate
     mean = model.score_candidates(**batch, reduction="mean")
     lengths = batch["candidate_attention_mask"].sum(-1)
     torch.testing.assert_close(mean, scores / lengths, rtol=1e-5, atol=1e-5)
+
+
+def test_candidate_packing_is_the_default_where_the_lm_takes_4d_masks(family, processor):
+    model = build_model(family, processor)
+    # the tiny gemma3 has a 16-token sliding window, shorter than any prompt: it falls back to padded rows
+    assert model.supports_candidate_packing(100) == (family != "gemma3")
+    model.language_model.config._attn_implementation = "flash_attention_2"
+    assert not model.supports_candidate_packing(100)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_packed_scores_with_shared_answer_prefixes_equal_padded_ones(family, processor):
+    """Candidates whose titles share their first tokens, and a padded candidate slot; gemma3 with a sliding window
+    longer than prompt and answers packs too."""
+    model = build_model(family, processor)
+    if family == "gemma3":
+        model.language_model.config.sliding_window = 4096
+    titles = {i: processor.catalog.title(i) for i in range(1, 25)}
+    same_start = [i for i in titles if titles[i].split()[0] == titles[1].split()[0]]
+    assert len(same_start) >= 2
+    candidates = [[1, *same_start[1:3], 7, 30], [2, 9, 11]]
+    batch = processor(histories=HISTORIES, candidates=candidates)
+    assert model.supports_candidate_packing(batch["input_ids"].shape[1] + batch["candidate_input_ids"].shape[2])
+    packed = model.score_candidates(**batch, candidate_packing=True)
+    padded = model.score_candidates(**batch, candidate_packing=False)
+    torch.testing.assert_close(packed, padded, rtol=1e-4, atol=1e-4)
+    assert packed[1, 3] == float("-inf") and torch.isfinite(packed[0]).all()
+    chunked = model.score_candidates(**batch, candidate_packing=True, candidate_batch_size=2)
+    torch.testing.assert_close(chunked, padded, rtol=1e-4, atol=1e-4)
+    bf16 = build_model(family, processor).to(torch.bfloat16)
+    if family == "gemma3":
+        bf16.language_model.config.sliding_window = 4096
+    torch.testing.assert_close(
+        bf16.score_candidates(**batch, candidate_packing=True),
+        bf16.score_candidates(**batch, candidate_packing=False),
+        rtol=0.02,
+        atol=0.3,
+    )
+
+
+def test_candidate_packing_where_the_lm_cannot_is_refused(processor):
+    model = build_model("gemma3", processor)  # sliding window of 16 tokens
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES)
+    with pytest.raises(ValueError, match="sliding window under"):
+        model.score_candidates(**batch, candidate_packing=True)
+
+
+def test_candidate_token_tree_shares_prefixes_and_sees_ancestors_only():
+    tokens = torch.tensor([[[5, 6, 7, 9], [5, 6, 8, 0], [4, 0, 0, 0], [0, 0, 0, 0]], [[3, 3, 3, 3], [0, 0, 0, 0]] * 2])
+    mask = (tokens != 0).long()
+    tree = build_candidate_token_tree(tokens, mask)
+    # user 0: nodes 5, 6, 7 (answer 0's first three tokens); answer 1 shares 5, 6; answer 2 feeds nothing
+    assert tree.input_ids[0].tolist() == [5, 6, 7] and tree.depth[0].tolist() == [0, 1, 2]
+    assert tree.step_nodes[0, 0].tolist() == [0, 1, 2] and tree.step_nodes[0, 1].tolist()[:2] == [0, 1]
+    assert tree.visible[0].tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+    # user 1: answers 0 and 2 are identical and share every node; node count padded to user 0's
+    assert tree.input_ids[1].tolist() == [3, 3, 3] and tree.node_mask[1].tolist() == [True, True, True]
+    assert tree.step_nodes[1, 0].tolist() == tree.step_nodes[1, 2].tolist() == [0, 1, 2]
+    ragged = torch.tensor([[[5, 6, 7]], [[4, 0, 0]]])
+    small = build_candidate_token_tree(ragged, (ragged != 0).long())
+    assert small.node_mask.tolist() == [[True, True], [False, False]]
+    assert small.visible[1].tolist() == [[True, False], [False, True]]  # padding nodes see themselves only
+    with pytest.raises(ValueError, match="num_candidates"):
+        build_candidate_token_tree(tokens[0], mask[0])
 
 
 def test_score_candidates_pads_ragged_candidate_lists_with_minus_inf(processor):

@@ -17,6 +17,7 @@ from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput, logging
 
+from .candidate_tree import build_candidate_token_tree
 from .configuration_allmrec import ALLMRecAlignerConfig, ALLMRecConfig
 from .modeling_sasrec import SASRecModel, check_item_ids
 
@@ -663,13 +664,18 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         reduction: str = "sum",
         candidate_batch_size: int | None = None,
         item_embedding_source: str | None = None,
+        candidate_packing: bool | None = None,
         **unused,
     ) -> torch.Tensor:
         """Log-likelihood of each candidate's answer tokens after the prompt, `(batch, num_candidates)`.
 
-        The prompt prefix runs once per user; its KV cache is repeated for the candidates, which are scored in
-        batches of `candidate_batch_size` (default: all at once). Candidates whose answer is all padding (padded
-        candidate slots) get `-inf`. `reduction="mean"` divides by the answer length.
+        The prompt runs once per user and its key/value cache is reused for every candidate. With
+        `candidate_packing` (the default wherever the LM takes a custom 4D attention mask: eager or SDPA attention,
+        no sliding window shorter than prompt + answers), each user's candidate answers are packed into one token
+        tree (`candidate_tree.py`): answer prefixes the candidates share run once, padding never runs, and the cache
+        is not copied. Otherwise the cache is repeated for the candidates, which then run as padded rows.
+        `candidate_batch_size` candidates go through the LM at a time (default: all at once). Candidates whose
+        answer is all padding (padded candidate slots) get `-inf`. `reduction="mean"` divides by the answer length.
 
         Args:
             input_ids, attention_mask: Left-padded prompts (processor output, no target).
@@ -683,45 +689,42 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         batch, num_candidates, answer_len = candidate_input_ids.shape
         if candidate_input_ids.shape[0] != input_ids.shape[0]:
             raise ValueError(f"candidate_input_ids has {batch} rows for {input_ids.shape[0]} prompts.")
+        total_length = input_ids.shape[1] + int(candidate_attention_mask.sum(-1).max()) - 1
+        packing = self.supports_candidate_packing(total_length)
+        if candidate_packing and not packing:
+            raise ValueError(
+                "candidate_packing=True needs an LM that takes a custom 4D attention mask (eager or sdpa attention, "
+                f"masks from masking_utils, no sliding window under {total_length} tokens); "
+                f"{type(self.language_model).__name__} runs {self.language_model.config._attn_implementation!r}."
+            )
+        packing = packing if candidate_packing is None else candidate_packing
         device = input_ids.device
         inputs_embeds, _, _ = self.get_inputs_embeds(input_ids, cf_input_ids, item_ids, item_embedding_source)
+        extra = {"logits_to_keep": 1} if self._lm_accepts("logits_to_keep") else {}
         prefix = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=positions_from_attention_mask(attention_mask),
             use_cache=True,
             return_dict=True,
+            **extra,
         )
         first_log_probs = torch.log_softmax(prefix.logits[:, -1].float(), dim=-1)  # (batch, vocab)
-        prefix_lengths = attention_mask.sum(1)
+        prefix_cache = _output_cache(prefix)
         chunk = candidate_batch_size or num_candidates
+        starts = list(range(0, num_candidates, chunk))
         scores = torch.empty(batch, num_candidates, device=device)
-        for start in range(0, num_candidates, chunk):
+        for start in starts:
             stop = min(start + chunk, num_candidates)
-            k = stop - start
             tokens = candidate_input_ids[:, start:stop]  # (batch, k, T)
             mask = candidate_attention_mask[:, start:stop]
-            log_probs = torch.zeros(batch, k, answer_len, device=device)
+            log_probs = torch.zeros(tokens.shape, device=device)
             log_probs[:, :, 0] = first_log_probs.gather(1, tokens[:, :, 0])
             if answer_len > 1:
-                cache = copy.deepcopy(_output_cache(prefix))
-                cache.batch_repeat_interleave(k)
-                flat_tokens = tokens.reshape(batch * k, answer_len)
-                full_mask = torch.cat(
-                    [attention_mask.repeat_interleave(k, dim=0), mask.reshape(batch * k, answer_len)], dim=1
-                )
-                positions = prefix_lengths.repeat_interleave(k)[:, None] + torch.arange(answer_len, device=device)
-                out = self.language_model(
-                    input_ids=flat_tokens[:, :-1],
-                    attention_mask=full_mask[:, :-1],
-                    position_ids=positions[:, :-1],
-                    **self._cache_kwargs(cache),
-                    use_cache=True,
-                    return_dict=True,
-                )
-                step_log_probs = torch.log_softmax(out.logits.float(), dim=-1)
-                next_tokens = flat_tokens[:, 1:].unsqueeze(-1)
-                log_probs[:, :, 1:] = step_log_probs.gather(2, next_tokens).squeeze(-1).view(batch, k, -1)
+                # the last chunk may extend the prefix cache in place; earlier ones work on a copy
+                cache = prefix_cache if start == starts[-1] else copy.deepcopy(prefix_cache)
+                score = self._score_packed_answers if packing else self._score_padded_answers
+                log_probs[:, :, 1:] = score(cache, attention_mask, tokens, mask)
             log_probs = log_probs * mask
             totals = log_probs.sum(-1)
             lengths = mask.sum(-1)
@@ -729,6 +732,68 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
                 totals = totals / lengths.clamp(min=1)
             scores[:, start:stop] = totals.masked_fill(lengths == 0, float("-inf"))
         return scores
+
+    def supports_candidate_packing(self, total_length: int | None = None) -> bool:
+        """Whether `score_candidates` can pack candidates into token trees for this LM: its attention is eager or
+        SDPA, its modeling code builds masks through transformers' `masking_utils` (so it takes a custom 4D mask
+        as-is), and no sliding window is shorter than `total_length` (prompt plus the longest answer)."""
+        config = self.language_model.config
+        if getattr(config, "_attn_implementation", None) not in ("eager", "sdpa"):
+            return False
+        module = sys.modules.get(type(self.language_model).__module__)
+        if getattr(module, "create_causal_mask", None) is None:
+            return False
+        window = getattr(config, "sliding_window", None)
+        layer_types = getattr(config, "layer_types", None) or []
+        has_window = window is not None and (not layer_types or "sliding_attention" in layer_types)
+        return not (has_window and (total_length is None or total_length > window))
+
+    def _score_packed_answers(self, cache, attention_mask, tokens, mask) -> torch.Tensor:
+        """Log-probabilities of answer tokens 1.. of every candidate `(batch, k, T - 1)`, from one LM pass over each
+        user's candidate token tree after the cached prompt."""
+        device = tokens.device
+        tree = build_candidate_token_tree(tokens.cpu(), mask.cpu()).to(device)
+        batch, prefix_len = attention_mask.shape
+        dtype = self.language_model.get_input_embeddings().weight.dtype
+        visible = torch.cat(
+            [attention_mask.bool()[:, None, :].expand(-1, tree.num_nodes, -1), tree.visible], dim=2
+        )  # (batch, nodes, prefix + nodes)
+        blocked = torch.finfo(dtype).min
+        mask_4d = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, blocked)[:, None]
+        out = self.language_model(
+            input_ids=tree.input_ids,
+            attention_mask=mask_4d,
+            position_ids=attention_mask.sum(1, keepdim=True) + tree.depth,
+            **self._cache_kwargs(cache),
+            use_cache=True,
+            return_dict=True,
+        )
+        logits = out.logits.float()  # (batch, nodes, vocab)
+        node_log_norm = torch.logsumexp(logits, dim=-1)
+        rows = torch.arange(batch, device=device)[:, None, None]
+        targets = tokens[:, :, 1:]
+        return logits[rows, tree.step_nodes, targets] - node_log_norm[rows, tree.step_nodes]
+
+    def _score_padded_answers(self, cache, attention_mask, tokens, mask) -> torch.Tensor:
+        """The same as `_score_packed_answers` for any LM: the prompt cache repeated once per candidate, every
+        candidate's answer a padded row."""
+        device = tokens.device
+        batch, k, answer_len = tokens.shape
+        cache.batch_repeat_interleave(k)
+        flat_tokens = tokens.reshape(batch * k, answer_len)
+        full_mask = torch.cat([attention_mask.repeat_interleave(k, dim=0), mask.reshape(batch * k, answer_len)], dim=1)
+        positions = attention_mask.sum(1).repeat_interleave(k)[:, None] + torch.arange(answer_len, device=device)
+        out = self.language_model(
+            input_ids=flat_tokens[:, :-1],
+            attention_mask=full_mask[:, :-1],
+            position_ids=positions[:, :-1],
+            **self._cache_kwargs(cache),
+            use_cache=True,
+            return_dict=True,
+        )
+        step_log_probs = torch.log_softmax(out.logits.float(), dim=-1)
+        next_tokens = flat_tokens[:, 1:].unsqueeze(-1)
+        return step_log_probs.gather(2, next_tokens).squeeze(-1).view(batch, k, -1)
 
     @torch.no_grad()
     def recommend(
