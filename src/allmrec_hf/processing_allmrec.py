@@ -19,6 +19,8 @@ logger = logging.get_logger(__name__)
 USER_TOKEN = "[UserRep]"
 HISTORY_TOKEN = "[HistoryEmb]"
 CANDIDATE_TOKEN = "[CandidateEmb]"
+# `save_pretrained(push_to_hub=True, ...)` keyword arguments that go to `push_to_hub`.
+_PUSH_TO_HUB_KWARGS = ("commit_message", "commit_description", "private", "token", "revision", "create_pr")
 
 
 @dataclass
@@ -461,7 +463,16 @@ class ALLMRecProcessor(ProcessorMixin):
         return output
 
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
-        """Save tokenizers, `processor_config.json` and the catalog (`item_catalog.jsonl`)."""
+        """Save tokenizers, `processor_config.json` and the catalog (`item_catalog.jsonl`). With `push_to_hub=True`
+        the saved processor, catalog included, is then uploaded by `push_to_hub` (`repo_id=`, `token=`,
+        `commit_message=`, ...; `allmrec_hf.hub.push_to_hub` publishes it with the model and its card)."""
+        if push_to_hub:
+            # ProcessorMixin would upload only the files written after it lists the folder, which the catalog is not.
+            repo_id = kwargs.pop("repo_id", os.path.basename(os.path.normpath(os.fspath(save_directory))))
+            push_kwargs = {key: kwargs.pop(key) for key in _PUSH_TO_HUB_KWARGS if key in kwargs}
+            saved = self.save_pretrained(save_directory, **kwargs)
+            self.push_to_hub(repo_id, **push_kwargs)
+            return saved
         os.makedirs(save_directory, exist_ok=True)
         if self.catalog is not None:
             self.catalog.save(save_directory)
