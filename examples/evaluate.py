@@ -48,12 +48,11 @@ from allmrec_hf.evaluation.evaluator import (
     text_item_latents,
 )
 from allmrec_hf.evaluation.report import markdown_report, plot_results
-from allmrec_hf.model_card import finite_values, update_model_cards
+from allmrec_hf.model_card import CF_NAMES, finite_values, update_model_cards
 from allmrec_hf.offline_models import resolve_model_path
-from allmrec_hf.training.builders import check_catalog, checkpoint_model_type, load_cf_model
+from allmrec_hf.training.builders import CF_MODEL_TYPES, check_catalog, checkpoint_model_type, load_cf_model
 
 logger = logging.getLogger("evaluate")
-CF_NAMES = {"sasrec": "SASRec", "gru4rec": "GRU4Rec", "nextitnet": "NextItNet"}
 
 
 @dataclass
@@ -151,8 +150,11 @@ def _check_arguments(args: EvaluationArguments) -> dict[str, str]:
         kind = checkpoint_model_type(path)
         if kind != "allmrec":
             raise ValueError(f"{path} (given for {name}) is a {kind!r} checkpoint, not a stage-2 (allmrec) one.")
-    if args.cf_model_path and checkpoint_model_type(args.cf_model_path) not in CF_NAMES:
-        raise ValueError(f"--cf_model_path {args.cf_model_path} is not a CF checkpoint.")
+    if args.cf_model_path and checkpoint_model_type(args.cf_model_path) not in CF_MODEL_TYPES:
+        raise ValueError(
+            f"--cf_model_path {args.cf_model_path} is not a CF checkpoint of a known backbone "
+            f"({', '.join(CF_MODEL_TYPES)})."
+        )
     unknown = set(_split(args.modes)) - set(MODES)
     if unknown or not _split(args.modes):
         raise ValueError(f"--modes must name some of {MODES}, got {args.modes!r}.")

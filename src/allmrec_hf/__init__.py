@@ -4,7 +4,10 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoProces
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .catalog import ItemCatalog, normalize_title
+from .cf_models import CFConfig, CFModel, check_cf_model, known_cf_model_types, register_cf_model
 from .configuration_allmrec import ALLMRecAlignerConfig, ALLMRecConfig
+from .configuration_gru4rec import GRU4RecConfig
+from .configuration_nextitnet import NextItNetConfig
 from .configuration_sasrec import SASRecConfig
 from .modeling_allmrec import (
     ALLMRecAlignerModel,
@@ -13,6 +16,9 @@ from .modeling_allmrec import (
     ALLMRecForConditionalGeneration,
     ALLMRecProjector,
 )
+from .modeling_cf_common import SequentialCFMixin, SequentialCFOutput
+from .modeling_gru4rec import GRU4RecModel
+from .modeling_nextitnet import NextItNetModel
 from .modeling_sasrec import SASRecModel, SASRecOutput
 from .pipelines import NextItemRecommendationPipeline
 from .processing_allmrec import ALLMRecProcessor, CandidateMatch, PromptTemplate
@@ -20,9 +26,13 @@ from .processing_allmrec import ALLMRecProcessor, CandidateMatch, PromptTemplate
 __version__ = "0.1.0"
 
 AutoConfig.register("sasrec", SASRecConfig, exist_ok=True)
+AutoConfig.register("gru4rec", GRU4RecConfig, exist_ok=True)
+AutoConfig.register("nextitnet", NextItNetConfig, exist_ok=True)
 AutoConfig.register("allmrec_aligner", ALLMRecAlignerConfig, exist_ok=True)
 AutoConfig.register("allmrec", ALLMRecConfig, exist_ok=True)
 AutoModel.register(SASRecConfig, SASRecModel, exist_ok=True)
+AutoModel.register(GRU4RecConfig, GRU4RecModel, exist_ok=True)
+AutoModel.register(NextItNetConfig, NextItNetModel, exist_ok=True)
 AutoModel.register(ALLMRecAlignerConfig, ALLMRecAlignerModel, exist_ok=True)
 AutoModelForCausalLM.register(ALLMRecConfig, ALLMRecForConditionalGeneration, exist_ok=True)
 AutoProcessor.register(ALLMRecConfig, ALLMRecProcessor, exist_ok=True)
@@ -36,6 +46,10 @@ PIPELINE_REGISTRY.register_pipeline(
 # Saved folders carry the model code, so they load with `trust_remote_code=True` without this package.
 SASRecConfig.register_for_auto_class()
 SASRecModel.register_for_auto_class("AutoModel")
+GRU4RecConfig.register_for_auto_class()
+GRU4RecModel.register_for_auto_class("AutoModel")
+NextItNetConfig.register_for_auto_class()
+NextItNetModel.register_for_auto_class("AutoModel")
 ALLMRecAlignerConfig.register_for_auto_class()
 ALLMRecAlignerModel.register_for_auto_class("AutoModel")
 ALLMRecConfig.register_for_auto_class()
@@ -51,13 +65,24 @@ __all__ = [
     "ALLMRecForConditionalGeneration",
     "ALLMRecProcessor",
     "ALLMRecProjector",
+    "CFConfig",
+    "CFModel",
     "CandidateMatch",
+    "GRU4RecConfig",
+    "GRU4RecModel",
     "ItemCatalog",
+    "NextItNetConfig",
+    "NextItNetModel",
     "NextItemRecommendationPipeline",
     "PromptTemplate",
     "SASRecConfig",
     "SASRecModel",
     "SASRecOutput",
+    "SequentialCFMixin",
+    "SequentialCFOutput",
     "__version__",
+    "check_cf_model",
+    "known_cf_model_types",
     "normalize_title",
+    "register_cf_model",
 ]

@@ -6,12 +6,20 @@ from typing import Literal
 
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+from .configuration_gru4rec import GRU4RecConfig
+from .configuration_nextitnet import NextItNetConfig
 from .configuration_sasrec import SASRecConfig, _check_positive
 
 # CF encoders shipped with this package, by `model_type`. Resolved here (not through `AutoConfig`) so that a
-# checkpoint loads with `trust_remote_code=True` in a process that never imported `allmrec_hf`.
-CF_CONFIG_CLASSES: dict[str, type[PreTrainedConfig]] = {"sasrec": SASRecConfig}
+# checkpoint loads with `trust_remote_code=True` in a process that never imported `allmrec_hf`. Any other
+# `model_type` is resolved through `AutoConfig` (see `allmrec_hf.register_cf_model`).
+CF_CONFIG_CLASSES: dict[str, type[PreTrainedConfig]] = {
+    "sasrec": SASRecConfig,
+    "gru4rec": GRU4RecConfig,
+    "nextitnet": NextItNetConfig,
+}
 
 # all-MiniLM-L6-v2's shape: the default sentence encoder.
 MINILM_L6_KWARGS = {
@@ -50,6 +58,11 @@ def _resolve_cf_config(cf_config: dict | PreTrainedConfig | None) -> PreTrainedC
     model_type = cf_config.pop("model_type", "sasrec")
     if model_type in CF_CONFIG_CLASSES:
         return CF_CONFIG_CLASSES[model_type](**cf_config)
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(
+            f"Unknown CF model_type {model_type!r}: the CF backbones shipped are {', '.join(CF_CONFIG_CLASSES)}; "
+            "register a custom one first (allmrec_hf.register_cf_model)."
+        )
     return AutoConfig.for_model(model_type, **cf_config)
 
 

@@ -60,8 +60,15 @@ PAPER_URL = "https://arxiv.org/abs/2404.11343"
 
 METHOD_TITLES = {"a-llmrec": "A-LLMRec", "mlp_llm": "MLP-LLM", "llm_only": "LLM-only"}
 CF_NAMES = {"sasrec": "SASRec", "gru4rec": "GRU4Rec", "nextitnet": "NextItNet"}
-CF_CLASSES = {"sasrec": "SASRecModel"}
+CF_CLASSES = {"sasrec": "SASRecModel", "gru4rec": "GRU4RecModel", "nextitnet": "NextItNetModel"}
 KIND_OF_MODEL_TYPE = {"allmrec": "recommender", "allmrec_aligner": "aligner", **{t: "cf" for t in CF_NAMES}}
+# How a card describes each CF backbone: (its sequence encoder, what its `num_hidden_layers` counts).
+CF_ARCHITECTURES = {
+    "sasrec": ("self-attention over the user's item history", "blocks"),
+    "gru4rec": ("a GRU over the user's item history", "GRU layer(s)"),
+    "nextitnet": ("dilated causal convolutions over the user's item history", "residual block(s)"),
+}
+CF_ARCHITECTURE_UNKNOWN = ("a sequence model over the user's item history", "layers")
 
 # What each kind's settings table shows: (argument name, label). Arguments that are None, empty or absent are
 # left out; the values come from the scripts' argument dataclasses (or a plain dict).
@@ -531,6 +538,8 @@ def _card_context(kind, method, config, model, data, settings, training_results,
             "max_seq_length": getattr(cf_config, "max_seq_length", None),
             "num_hidden_layers": getattr(cf_config, "num_hidden_layers", None),
             "num_attention_heads": getattr(cf_config, "num_attention_heads", None),
+            "architecture": CF_ARCHITECTURES.get(cf_config.model_type, CF_ARCHITECTURE_UNKNOWN)[0],
+            "layer_name": CF_ARCHITECTURES.get(cf_config.model_type, CF_ARCHITECTURE_UNKNOWN)[1],
         },
         "settings": _settings_rows(kind, settings),
         "training_rows": [

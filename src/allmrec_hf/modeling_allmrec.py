@@ -19,6 +19,8 @@ from transformers.utils import ModelOutput, logging
 
 from .candidate_tree import build_candidate_token_tree
 from .configuration_allmrec import ALLMRecAlignerConfig, ALLMRecConfig
+from .modeling_gru4rec import GRU4RecModel
+from .modeling_nextitnet import NextItNetModel
 from .modeling_sasrec import SASRecModel, check_item_ids
 
 logger = logging.get_logger(__name__)
@@ -30,8 +32,13 @@ LM_ADAPTER_SUBFOLDER = "lm_adapter"
 LM_ADAPTER_CONFIG_NAME = "adapter_config.json"
 LM_ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 PEFT_KEY_PREFIX = "base_model.model."  # how `PeftModel.save_pretrained` names adapter weights
-# CF encoders shipped with this package, by `model_type` (see configuration_allmrec.CF_CONFIG_CLASSES).
-CF_MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {"sasrec": SASRecModel}
+# CF encoders shipped with this package, by `model_type` (see configuration_allmrec.CF_CONFIG_CLASSES); any other
+# `model_type` is built through `AutoModel` (see `allmrec_hf.register_cf_model`).
+CF_MODEL_CLASSES: dict[str, type[PreTrainedModel]] = {
+    "sasrec": SASRecModel,
+    "gru4rec": GRU4RecModel,
+    "nextitnet": NextItNetModel,
+}
 # `from_pretrained` keyword arguments that concern how the frozen LM is loaded.
 LANGUAGE_MODEL_LOAD_KWARGS = (
     "dtype",

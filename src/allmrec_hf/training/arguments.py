@@ -31,12 +31,30 @@ class DataArguments:
 
 @dataclass
 class CFModelArguments:
-    cf_model: str = field(default="sasrec", metadata={"help": "CF backbone: sasrec."})
+    cf_model: str = field(
+        default="sasrec",
+        metadata={"help": "CF backbone: sasrec, gru4rec, nextitnet (or one registered with register_cf_model)."},
+    )
     hidden_size: int = field(default=50, metadata={"help": "Item embedding / hidden size (paper: 50)."})
     max_length: int = field(default=50, metadata={"help": "Maximum history length (paper: 50)."})
-    num_hidden_layers: int = field(default=2, metadata={"help": "Transformer blocks (paper: 2)."})
-    num_attention_heads: int = field(default=1, metadata={"help": "Attention heads (paper: 1)."})
-    dropout: float = field(default=0.5, metadata={"help": "Dropout (paper: 0.5)."})
+    num_hidden_layers: int | None = field(
+        default=None,
+        metadata={"help": "SASRec blocks (default 2, the paper's), GRU4Rec GRU layers (1), NextItNet blocks (4)."},
+    )
+    num_attention_heads: int | None = field(
+        default=None, metadata={"help": "SASRec attention heads (default 1, the paper's); other backbones have none."}
+    )
+    dropout: float | None = field(
+        default=None,
+        metadata={"help": "Dropout (default: the backbone's: SASRec 0.5 as in the paper, GRU4Rec 0.3, NextItNet 0)."},
+    )
+    cf_config_kwargs: str | None = field(
+        default=None,
+        metadata={
+            "help": "Further fields of the backbone's config as a JSON object, e.g. "
+            "'{\"dilations\": [1, 2, 4, 8]}' for nextitnet or '{\"gru_hidden_size\": 100}' for gru4rec."
+        },
+    )
     early_stopping_patience: int | None = field(
         default=20, metadata={"help": "Stop after this many evaluations without a better NDCG@10 (None: never)."}
     )

@@ -4,6 +4,7 @@ embedding size matches the aligner."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -13,17 +14,26 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 
 from ..catalog import CATALOG_FILE_NAME, ItemCatalog
 from ..configuration_allmrec import ALLMRecAlignerConfig, ALLMRecConfig
+from ..configuration_gru4rec import GRU4RecConfig
+from ..configuration_nextitnet import NextItNetConfig
 from ..configuration_sasrec import SASRecConfig
 from ..modeling_allmrec import ALLMRecAlignerModel, ALLMRecForConditionalGeneration
+from ..modeling_gru4rec import GRU4RecModel
+from ..modeling_nextitnet import NextItNetModel
 from ..modeling_sasrec import SASRecModel
 from ..offline_models import resolve_model_path
 from ..processing_allmrec import ALLMRecProcessor, PromptTemplate
 
 logger = logging.getLogger(__name__)
 
-CF_MODEL_TYPES = {"sasrec": (SASRecConfig, SASRecModel)}
+# The CF backbones `--cf_model` accepts, by name; `allmrec_hf.register_cf_model` adds custom ones.
+CF_MODEL_TYPES = {
+    "sasrec": (SASRecConfig, SASRecModel),
+    "gru4rec": (GRU4RecConfig, GRU4RecModel),
+    "nextitnet": (NextItNetConfig, NextItNetModel),
+}
 STAGE_OF_MODEL_TYPE = {
-    "sasrec": "a CF checkpoint (examples/pretrain_cf.py)",
+    **{name: "a CF checkpoint (examples/pretrain_cf.py)" for name in CF_MODEL_TYPES},
     "allmrec_aligner": "a stage-1 aligner checkpoint (examples/train_stage1.py)",
     "allmrec": "a stage-2 A-LLMRec checkpoint (examples/train_stage2.py)",
 }
@@ -71,12 +81,37 @@ def check_catalog(checkpoint: str | os.PathLike, catalog: ItemCatalog, dataset_n
             )
 
 
-def build_cf_model(model_type: str, num_items: int, **hyperparameters) -> PreTrainedModel:
-    """A fresh CF model (`sasrec`) for `num_items` items."""
+def _config_fields(config_class: type) -> set[str]:
+    """The keyword arguments a config class names (its fields), without `**kwargs`."""
+    parameters = inspect.signature(config_class.__init__).parameters.values()
+    return {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"}
+
+
+def build_cf_model(
+    model_type: str, num_items: int, config_kwargs: dict | None = None, **hyperparameters
+) -> PreTrainedModel:
+    """A fresh CF model of the backbone `model_type` (`sasrec`, `gru4rec`, `nextitnet` or a registered one) for
+    `num_items` items.
+
+    `hyperparameters` are the settings the scripts share across backbones (`hidden_size`, `max_seq_length`,
+    `num_hidden_layers`, ...): `None` keeps the backbone's default, and one the backbone does not have is left out
+    (and logged). `config_kwargs` are further fields of the backbone's config, passed as given (an unknown one is
+    an error)."""
     if model_type not in CF_MODEL_TYPES:
-        raise ValueError(f"Unknown CF model {model_type!r}; choose one of {sorted(CF_MODEL_TYPES)}.")
+        raise ValueError(
+            f"Unknown CF model {model_type!r}; choose one of {', '.join(CF_MODEL_TYPES)} (or register a custom "
+            "backbone with allmrec_hf.register_cf_model)."
+        )
     config_class, model_class = CF_MODEL_TYPES[model_type]
-    return model_class(config_class(num_items=num_items, **hyperparameters))
+    fields = _config_fields(config_class)
+    unknown = sorted(set(config_kwargs or {}) - fields)
+    if unknown:
+        raise ValueError(f"{config_class.__name__} has no field(s) {', '.join(unknown)}.")
+    kwargs = {k: v for k, v in hyperparameters.items() if v is not None and k in fields}
+    ignored = sorted(k for k, v in hyperparameters.items() if v is not None and k not in fields)
+    if ignored:
+        logger.info("%s has no %s: ignored.", config_class.__name__, ", ".join(ignored))
+    return model_class(config_class(num_items=num_items, **{**kwargs, **(config_kwargs or {})}))
 
 
 def load_cf_model(path: str | os.PathLike, catalog: ItemCatalog | None = None) -> PreTrainedModel:
@@ -85,7 +120,8 @@ def load_cf_model(path: str | os.PathLike, catalog: ItemCatalog | None = None) -
     if kind not in CF_MODEL_TYPES:
         found = STAGE_OF_MODEL_TYPE.get(kind, f"a {kind or 'unknown'} checkpoint")
         raise CheckpointMismatchError(
-            f"Stage 1 needs a CF checkpoint (examples/pretrain_cf.py), but {path} is {found}."
+            f"Stage 1 needs a CF checkpoint (examples/pretrain_cf.py), but {path} is {found}; the CF backbones "
+            f"known here are {', '.join(CF_MODEL_TYPES)} (register a custom one with allmrec_hf.register_cf_model)."
         )
     if catalog is not None:
         check_catalog(path, catalog)

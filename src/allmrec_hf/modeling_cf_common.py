@@ -1,0 +1,141 @@
+"""What the sequential CF encoders shipped with this package share beyond their sequence encoder: the item
+embedding table, scoring users against it, and the next-item training loss.
+
+A model mixes in [`SequentialCFMixin`] before `PreTrainedModel`, owns `self.item_embeddings` (an `nn.Embedding`
+whose row 0 is padding) and implements `encode(input_ids) -> (batch, seq_len, hidden_size)` over **left-padded**
+histories; the mixin gives it the rest of the interface A-LLMRec uses (the same as [`SASRecModel`]'s): item
+embeddings, the user representation (the encoder output at the last position), dot-product scores, and `forward`
+with the loss of `config.loss_type` (`"bce"`: binary cross-entropy against sampled negatives, the paper's; `"ce"`:
+softmax cross-entropy over the whole catalog), so `CFTrainer` and `CFCollator` train it unchanged.
+
+This module is shipped with checkpoints (`trust_remote_code`): it imports only torch, transformers and its
+sibling modules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.utils import ModelOutput
+
+from .modeling_sasrec import check_item_ids
+
+
+@dataclass
+class SequentialCFOutput(ModelOutput):
+    """
+    Output of the sequential CF encoders ([`GRU4RecModel`], [`NextItNetModel`]).
+
+    Args:
+        loss (`torch.FloatTensor`, *optional*): Training loss, when `labels` are given.
+        last_hidden_state (`torch.FloatTensor` of shape `(batch, seq_len, hidden_size)`): Encoder output at
+            every position (zero at padded positions).
+        user_representation (`torch.FloatTensor` of shape `(batch, hidden_size)`): Output at the last position.
+    """
+
+    loss: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    user_representation: torch.FloatTensor | None = None
+
+
+def first_item_positions(is_item: torch.Tensor) -> torch.Tensor:
+    """The index of each row's first real item in left-padded histories `(batch, seq_len)`; `seq_len - 1` for a
+    row without items, so that an empty history still has one (padding) position to read the user from."""
+    length = is_item.shape[1]
+    first = is_item.int().argmax(dim=1)  # the first maximal value: the first item
+    return torch.where(is_item.any(dim=1), first, torch.full_like(first, length - 1))
+
+
+class SequentialCFMixin:
+    """The backbone-independent half of a sequential CF encoder (see the module docstring)."""
+
+    item_embeddings: nn.Embedding
+    # No transformers attention here: whatever implementation a composite model asks of its sub-models is accepted.
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+
+    def encode(self, input_ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - implemented by the model
+        raise NotImplementedError
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.item_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.item_embeddings = value
+
+    def get_item_embeddings(self, item_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The item embedding table (row 0 is padding), or the rows of `item_ids`."""
+        if item_ids is None:
+            return self.item_embeddings.weight
+        check_item_ids(item_ids, self.config.num_items)
+        return self.item_embeddings(item_ids)
+
+    def get_user_representation(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The user representation x_u: the encoder output at the last position, `(batch, hidden)`."""
+        return self.encode(input_ids)[:, -1]
+
+    def score_items(self, input_ids: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+        """Dot-product scores `(batch, num_candidates)` of `item_ids` for each user's history."""
+        user = self.get_user_representation(input_ids)
+        return torch.einsum("bd,bcd->bc", user, self.get_item_embeddings(item_ids))
+
+    def score_all_items(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Scores `(batch, num_items + 1)` over the whole catalog; the padding column 0 is `-inf`."""
+        scores = self.get_user_representation(input_ids) @ self.item_embeddings.weight.T
+        scores[:, 0] = float("-inf")
+        return scores
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        negative_ids: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+    ) -> SequentialCFOutput | tuple:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, seq_len)`): Left-padded histories.
+            labels (`torch.LongTensor` of shape `(batch, seq_len)`, *optional*): The next item at every
+                position (0 where there is none); gives a loss.
+            negative_ids (`torch.LongTensor` of shape `(batch, seq_len)` or `(batch, seq_len, k)`, *optional*):
+                Sampled negatives for the `"bce"` loss.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        hidden = self.encode(input_ids)
+        loss = None
+        if labels is not None:
+            labels = labels[:, -hidden.shape[1] :]
+            loss = self.compute_loss(hidden, labels, negative_ids)
+        output = SequentialCFOutput(loss=loss, last_hidden_state=hidden, user_representation=hidden[:, -1])
+        return output if return_dict else output.to_tuple()
+
+    def compute_loss(
+        self, hidden: torch.Tensor, labels: torch.Tensor, negative_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Next-item loss at every position whose label is not 0 (`config.loss_type` picks BCE or CE)."""
+        if labels.shape != hidden.shape[:2]:
+            raise ValueError(f"labels shape {tuple(labels.shape)} does not match histories {tuple(hidden.shape[:2])}.")
+        check_item_ids(labels, self.config.num_items, what="label item id")
+        valid = labels != 0
+        if self.config.loss_type == "ce":
+            logits = hidden @ self.item_embeddings.weight.T
+            logits[..., 0] = float("-inf")
+            return F.cross_entropy(logits[valid], labels[valid])
+        if negative_ids is None:
+            raise ValueError("loss_type='bce' needs negative_ids (sampled negatives, one or more per position).")
+        if negative_ids.dim() == 2:
+            negative_ids = negative_ids.unsqueeze(-1)
+        negative_ids = negative_ids[:, -hidden.shape[1] :]
+        check_item_ids(negative_ids, self.config.num_items, what="negative item id")
+        positive_logits = (hidden * self.item_embeddings(labels)).sum(-1)[valid]
+        negative_logits = torch.einsum("bld,blkd->blk", hidden, self.item_embeddings(negative_ids))[valid]
+        positive_loss = F.binary_cross_entropy_with_logits(positive_logits, torch.ones_like(positive_logits))
+        negative_loss = F.binary_cross_entropy_with_logits(negative_logits, torch.zeros_like(negative_logits))
+        return positive_loss + negative_loss
+
+
+__all__ = ["SequentialCFMixin", "SequentialCFOutput", "first_item_positions"]
