@@ -76,3 +76,39 @@ def test_ranking_vs_generation_runs_every_mode_on_the_same_users(stage2_runs, ti
     assert results["target"] == target
     printed = capsys.readouterr().out
     assert "| generation |" in printed and "target: ranking >= 5x faster" in printed
+
+
+def test_cf_backbones_compares_each_backbone_with_allmrec_on_the_same_users(
+    tiny_dataset, text_encoder_dir, lm_dir, tmp_path, capsys
+):
+    bench = benchmark_module("cf_backbones")
+    argv = ["--size", "smoke", "--output_dir", str(tmp_path), "--dataset_dir", tiny_dataset, "--llm", lm_dir("llama")]
+    argv += ["--text_encoder", text_encoder_dir, "--disable_tqdm", "true"]
+    summary = bench.main(argv)
+
+    saved = json.loads((tmp_path / "cf_backbones.json").read_text())
+    assert saved == summary and list(saved["backbones"]) == ["sasrec", "gru4rec", "nextitnet"]
+    assert saved["command"].startswith("python benchmarks/cf_backbones.py --size smoke")
+    assert saved["users"]["num_users"] == 4 and len(saved["users"]["rows_sha256"]) == 64
+    for backbone, entry in saved["backbones"].items():
+        assert entry["name"] == {"sasrec": "SASRec", "gru4rec": "GRU4Rec", "nextitnet": "NextItNet"}[backbone]
+        assert json.loads((tmp_path / backbone / "cf" / "config.json").read_text())["model_type"] == backbone
+        results = json.loads((tmp_path / backbone / "evaluation" / "results.json").read_text())
+        assert list(results["methods"]) == [entry["name"], "A-LLMRec"]
+        assert results["scenarios"]["test"]["num_users"] == 4
+        assert 0 <= entry["cf"]["hit@1"] <= entry["cf"]["hit@5"] <= 1
+        assert (
+            0 <= entry["a-llmrec"]["ranking"]["hit@1"] <= 1
+            and 0 <= entry["a-llmrec"]["generation"]["hit@1_substring"] <= 1
+        )
+        gain = entry["a-llmrec"]["ranking"]["hit@1"] - entry["cf"]["hit@1"]
+        assert math.isclose(entry["hit@1_gain_ranking"], gain)
+    table = (tmp_path / "cf_backbones.md").read_text()
+    assert "| Backbone | alone: Hit@1 |" in table and saved["command"] in table
+    for name in ("SASRec", "GRU4Rec", "NextItNet"):
+        assert f"| {name} | " in table
+    assert "| GRU4Rec | " in capsys.readouterr().out
+
+    again = bench.main(argv)  # every stage and evaluation is found finished
+    assert again["backbones"] == summary["backbones"]
+    assert all(seconds < 1 for stages in again["timing_seconds"].values() for seconds in stages.values())
