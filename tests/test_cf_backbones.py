@@ -348,16 +348,34 @@ class MeanCFModel(PreTrainedModel):
 
 
 @pytest.fixture
-def mean_cf_registered(monkeypatch):
-    """`register_cf_model(MeanCFConfig, MeanCFModel)`, with the package's registries restored afterwards."""
+def restored_registries(monkeypatch):
+    """The package's CF registries, restored after the test (what `register_cf_model` adds to is a copy)."""
     from allmrec_hf import model_card
 
     for module, name in [(builders, "CF_MODEL_TYPES"), (builders, "STAGE_OF_MODEL_TYPE")] + [
         (model_card, n) for n in ("CF_NAMES", "CF_CLASSES", "KIND_OF_MODEL_TYPE")
     ]:
         monkeypatch.setattr(module, name, dict(getattr(module, name)))
-    register_cf_model(MeanCFConfig, MeanCFModel, display_name="MeanCF")
     return model_card
+
+
+@pytest.fixture
+def mean_cf_registered(restored_registries):
+    """`register_cf_model(MeanCFConfig, MeanCFModel)` for one test."""
+    register_cf_model(MeanCFConfig, MeanCFModel, display_name="MeanCF")
+    return restored_registries
+
+
+def test_the_protocol_modules_example_runs(restored_registries):
+    from test_data_doctests import OPTIONS, FencedDocTestParser
+
+    module = importlib.import_module("allmrec_hf.cf_models")
+    tests = doctest.DocTestFinder(parser=FencedDocTestParser(), exclude_empty=True).find(module, "cf_models")
+    runner = doctest.DocTestRunner(optionflags=OPTIONS)
+    for test in tests:
+        runner.run(test)
+    assert runner.summarize(verbose=False).attempted > 5 and runner.summarize(verbose=False).failed == 0
+    assert builders.CF_MODEL_TYPES["doc_mean_cf"][1].__name__ == "MeanCFModel"
 
 
 def test_a_custom_cf_model_plugs_into_both_stages(mean_cf_registered, processor, tmp_path):
@@ -435,6 +453,8 @@ def test_register_cf_model_checks_what_it_is_given(mean_cf_registered):
         register_cf_model(SASRecConfig, SASRecModel)
     with pytest.raises(TypeError, match="config_class must be a PreTrainedConfig subclass"):
         register_cf_model(dict, MeanCFModel)
+    with pytest.raises(TypeError, match="PreTrainedConfig is not a CF config: it has no num_items, hidden_size"):
+        check_cf_model(MeanCFModel(MeanCFConfig()), PreTrainedConfig())
 
 
 # --------------------------------------------------------------------------------------------- the whole pipeline

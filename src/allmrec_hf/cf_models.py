@@ -143,14 +143,15 @@ def check_cf_model(model_or_class: CFModel | type, config: PreTrainedConfig | ty
         raise TypeError(f"{name} is not a CF model: it has no {', '.join(missing)} (see allmrec_hf.CFModel).")
     if config is None and not isinstance(model_or_class, type):
         config = model_or_class.config
-    if config is not None and not isinstance(config, type):
+    if isinstance(config, type):  # a config class: its fields are only known once it is built
+        if not getattr(config, "model_type", ""):
+            raise TypeError(f"{config.__name__} needs a class attribute model_type (the backbone's name).")
+    elif config is not None:
         missing = [a for a in CF_CONFIG_ATTRIBUTES if getattr(config, a, None) is None]
         if missing:
             raise TypeError(
                 f"{type(config).__name__} is not a CF config: it has no {', '.join(missing)} (see allmrec_hf.CFConfig)."
             )
-    elif config is not None and not getattr(config, "model_type", ""):
-        raise TypeError(f"{config.__name__} needs a class attribute model_type (the backbone's name).")
 
 
 def register_cf_model(
