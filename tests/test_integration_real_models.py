@@ -291,3 +291,23 @@ def test_save_and_reload_adapter(real, batch, cf_scores, tmp_path):
     # Same weights, same inputs: equal up to float32 round-off (multi-threaded CPU matmuls may split work
     # differently from one call to the next on a busy machine, so not always bit for bit).
     torch.testing.assert_close(loaded.score_candidates(**loaded_batch), cf_scores, rtol=1e-5, atol=1e-4)
+
+
+def test_quickstart_smoke_size_on_the_real_models(tmp_path):
+    """`examples/quickstart.py --size smoke` with its default real models and MovieLens-100k: every stage runs on
+    the real path (GGUF-converted SmolLM2, fine-tuned MiniLM, the recbole copy of the data), a handful of users."""
+    from training_helpers import example_module
+
+    results = example_module("quickstart").main(
+        ["--size", "smoke", "--output_dir", str(tmp_path), "--disable_tqdm", "true"]
+    )
+    assert results["dataset"] == "ml-100k"
+    assert list(results["methods"]) == ["SASRec", "LLM-only", "MLP-LLM", "A-LLMRec"]
+    test = results["results"]["test"]
+    for method in ("LLM-only", "MLP-LLM", "A-LLMRec"):
+        assert 0.0 <= test[method]["ranking"]["hit@1"] <= 1.0
+        assert "valid_answer_rate" in test[method]["generation"]
+    config = json.loads((tmp_path / "a-llmrec" / "config.json").read_text())
+    assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert (tmp_path / "a-llmrec" / "README.md").is_file()
+    assert (tmp_path / "evaluation" / "hit_at_k.png").is_file()

@@ -114,6 +114,7 @@ def plot_results(results: dict, output_dir: str | os.PathLike) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     scenarios = list(results["scenarios"])
     methods = _methods(results)
@@ -126,6 +127,7 @@ def plot_results(results: dict, output_dir: str | os.PathLike) -> list[str]:
         for method, curve in curves.items():
             ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=method)
         ax.set_xlabel("K")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # K is a count of items
         ax.set_ylabel("Hit@K")
         ax.set_ylim(0, 1.02)
         ax.set_title(f"{results['dataset']}: Hit@K, ranking mode ({SCENARIO_NAMES.get(first, first).lower()})")
