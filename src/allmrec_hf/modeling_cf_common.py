@@ -21,13 +21,40 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
 
-from .modeling_sasrec import check_item_ids
+
+def check_item_ids(item_ids: torch.Tensor, num_items: int, what: str = "item id") -> None:
+    """Raise `ValueError` naming the first id outside `[0, num_items]` (0 is padding)."""
+    bad = (item_ids < 0) | (item_ids > num_items)
+    if bool(bad.any()):
+        value = int(item_ids[bad][0])
+        raise ValueError(
+            f"{what} {value} is outside the CF model's vocabulary: ids must be in 1..{num_items} (0 is padding)."
+        )
+
+
+def left_align_histories(input_ids: torch.Tensor, max_length: int) -> torch.Tensor:
+    """Keep the most recent `max_length` items of left-padded histories and reject right padding."""
+    if input_ids.dim() != 2:
+        raise ValueError(f"histories must have shape (batch, seq_len), got {tuple(input_ids.shape)}.")
+    if input_ids.shape[1] > max_length:
+        input_ids = input_ids[:, -max_length:]
+    if input_ids.shape[1] > 0:
+        has_items = (input_ids != 0).any(dim=1)
+        ends_in_padding = input_ids[:, -1] == 0
+        wrong = has_items & ends_in_padding
+        if bool(wrong.any()):
+            row = int(wrong.nonzero()[0, 0])
+            raise ValueError(
+                f"history in row {row} ends with padding: histories must be left-padded with 0 so that the "
+                "most recent item is last."
+            )
+    return input_ids
 
 
 @dataclass
 class SequentialCFOutput(ModelOutput):
     """
-    Output of the sequential CF encoders ([`GRU4RecModel`], [`NextItNetModel`]).
+    Output of the sequential CF encoders ([`SASRecModel`], [`GRU4RecModel`], [`NextItNetModel`]).
 
     Args:
         loss (`torch.FloatTensor`, *optional*): Training loss, when `labels` are given.
@@ -53,6 +80,7 @@ class SequentialCFMixin:
     """The backbone-independent half of a sequential CF encoder (see the module docstring)."""
 
     item_embeddings: nn.Embedding
+    output_class: type[SequentialCFOutput] = SequentialCFOutput  # what `forward` returns
     # No transformers attention here: whatever implementation a composite model asks of its sub-models is accepted.
     _supports_sdpa = True
     _supports_flash_attn = True
@@ -110,7 +138,7 @@ class SequentialCFMixin:
         if labels is not None:
             labels = labels[:, -hidden.shape[1] :]
             loss = self.compute_loss(hidden, labels, negative_ids)
-        output = SequentialCFOutput(loss=loss, last_hidden_state=hidden, user_representation=hidden[:, -1])
+        output = self.output_class(loss=loss, last_hidden_state=hidden, user_representation=hidden[:, -1])
         return output if return_dict else output.to_tuple()
 
     def compute_loss(
@@ -138,4 +166,4 @@ class SequentialCFMixin:
         return positive_loss + negative_loss
 
 
-__all__ = ["SequentialCFMixin", "SequentialCFOutput", "first_item_positions"]
+__all__ = ["SequentialCFMixin", "SequentialCFOutput", "check_item_ids", "first_item_positions", "left_align_histories"]

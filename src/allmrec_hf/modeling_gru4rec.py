@@ -14,8 +14,13 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 
 from .configuration_gru4rec import GRU4RecConfig
-from .modeling_cf_common import SequentialCFMixin, SequentialCFOutput, first_item_positions
-from .modeling_sasrec import check_item_ids, left_align_histories
+from .modeling_cf_common import (
+    SequentialCFMixin,
+    SequentialCFOutput,
+    check_item_ids,
+    first_item_positions,
+    left_align_histories,
+)
 
 
 def _shift_rows(values: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:

@@ -15,8 +15,13 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 
 from .configuration_nextitnet import NextItNetConfig
-from .modeling_cf_common import SequentialCFMixin, SequentialCFOutput, first_item_positions
-from .modeling_sasrec import check_item_ids, left_align_histories
+from .modeling_cf_common import (
+    SequentialCFMixin,
+    SequentialCFOutput,
+    check_item_ids,
+    first_item_positions,
+    left_align_histories,
+)
 
 
 class CausalConv1d(nn.Module):
