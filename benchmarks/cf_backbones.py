@@ -63,20 +63,15 @@ class BenchmarkArguments:
     disable_tqdm: bool = field(default=False, metadata={"help": "No progress bars."})
 
 
-def _load(directory: Path, name: str):
-    """`<directory>/<name>.py` as a module (loaded once per process)."""
-    module_name = f"allmrec_example_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, directory / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
-
-
 def example(name: str):
-    """`examples/<name>.py` as a module (its `main(argv)` runs the stage in this process)."""
-    return _load(EXAMPLES, name)
+    """`examples/<name>.py` as a module, through the quickstart's own loader (one copy of each per process)."""
+    quickstart = sys.modules.get("allmrec_example_quickstart")
+    if quickstart is None:
+        spec = importlib.util.spec_from_file_location("allmrec_example_quickstart", EXAMPLES / "quickstart.py")
+        quickstart = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = quickstart
+        spec.loader.exec_module(quickstart)
+    return quickstart.example(name)
 
 
 def parse_args(argv: list[str] | None = None) -> BenchmarkArguments:
