@@ -540,3 +540,22 @@ def test_stage2_compiled_language_model_trains_the_same(stage1_run, tiny_dataset
     assert sorted(plain_losses) == sorted(compiled_losses) == [1, 2, 3]
     for step in plain_losses:
         assert compiled_losses[step] == pytest.approx(plain_losses[step], rel=1e-5)
+
+
+def test_stage2_trainer_releases_freed_memory_on_cpu_unless_told_not_to(stage2_run, tmp_path):
+    from transformers import TrainingArguments
+
+    from allmrec_hf.training.memory import ReleaseFreedMemoryCallback
+    from allmrec_hf.training.trainers import Stage2Trainer
+
+    def releasing(trainer):
+        return [cb for cb in trainer.callback_handler.callbacks if isinstance(cb, ReleaseFreedMemoryCallback)]
+
+    assert [cb.every_n_steps for cb in releasing(stage2_run.trainer)] == [1]
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    model = stage2_run.trainer.model
+    assert releasing(Stage2Trainer(model=model, args=args, release_freed_memory_every_n_steps=0)) == []
+    assert [
+        cb.every_n_steps
+        for cb in releasing(Stage2Trainer(model=model, args=args, release_freed_memory_every_n_steps=8))
+    ] == [8]

@@ -58,6 +58,9 @@ IGNORED_LOAD_KWARGS = ("adapter_kwargs", "trust_remote_code", "code_revision", "
 HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "proxies")
 
 
+LOGITS_TO_KEEP_MULTIPLE = 32
+
+
 def build_cf_model(config) -> PreTrainedModel:
     """Instantiate the CF encoder named by `config.model_type`."""
     if config.model_type in CF_MODEL_CLASSES:
@@ -593,10 +596,14 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
             position_ids = positions_from_attention_mask(attention_mask)
         logits_to_keep = 0
         if labels is not None and self._lm_accepts("logits_to_keep"):
-            # Only positions that predict an answer token need logits (the answer ends every row).
+            # Only positions that predict an answer token need logits (the answer ends every row). The count is
+            # rounded up to a multiple of LOGITS_TO_KEEP_MULTIPLE so the LM head's product takes a few shapes, not
+            # one per batch: on CPU, oneDNN caches a packed copy of the head weight per product shape.
             has_target = (labels != -100).any(0).nonzero()
             if len(has_target) > 0:
-                logits_to_keep = labels.shape[1] - int(has_target[0, 0]) + 1
+                needed = labels.shape[1] - int(has_target[0, 0]) + 1
+                multiple = LOGITS_TO_KEEP_MULTIPLE
+                logits_to_keep = min(labels.shape[1], -(-needed // multiple) * multiple)
         if logits_to_keep:
             lm_kwargs["logits_to_keep"] = logits_to_keep
         outputs = self.language_model(

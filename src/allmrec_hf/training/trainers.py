@@ -28,6 +28,7 @@ from transformers import Trainer
 
 from ..evaluation.metrics import ranking_metrics, target_ranks
 from .collators import left_pad
+from .memory import ReleaseFreedMemoryCallback
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +207,15 @@ class Stage1Trainer(ALLMRecTrainerMixin, Trainer):
 
 class Stage2Trainer(ALLMRecTrainerMixin, Trainer):
     """Stage 2: only the projectors train (the LM, CF encoder and aligner are frozen); next-token loss on the
-    answer. Use `Stage2Collator` (a fresh candidate set per example). Set `bf16=True` where the hardware has it."""
+    answer. Use `Stage2Collator` (a fresh candidate set per example). Set `bf16=True` where the hardware has it.
+
+    On CPU it hands the memory freed after each step back to the system (`ReleaseFreedMemoryCallback`; glibc's heap
+    otherwise grows with every batch of a new prompt length): `release_freed_memory_every_n_steps=0` turns it off."""
+
+    def __init__(self, *args, release_freed_memory_every_n_steps: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        if release_freed_memory_every_n_steps:
+            self.add_callback(ReleaseFreedMemoryCallback(release_freed_memory_every_n_steps))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
