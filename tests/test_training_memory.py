@@ -40,20 +40,35 @@ def test_release_freed_memory_lowers_the_resident_size():
     assert before - after > 1000, (before, after)
 
 
-@pytest.mark.parametrize(
-    ("device", "every", "expected_steps"), [("cpu", 1, [1, 2, 3, 4]), ("cpu", 2, [2, 4]), ("cuda", 1, [])]
-)
-def test_callback_releases_every_n_steps_on_cpu_only(monkeypatch, device, every, expected_steps):
-    calls = []
+def test_callback_releases_on_cpu_only_after_the_set_growth(monkeypatch):
+    """The first step's resident size is the baseline; a release follows each step that ends more than
+    `max_growth_gb` above it; on an accelerator nothing is measured or released."""
+    calls, resident = [], {"bytes": 0}
     monkeypatch.setattr(memory, "release_freed_memory", lambda: calls.append(state.global_step) or True)
-    callback = ReleaseFreedMemoryCallback(every)
-    args, state = SimpleNamespace(device=SimpleNamespace(type=device)), SimpleNamespace(global_step=0)
-    for step in range(1, 5):
-        state.global_step = step
-        callback.on_step_end(args, state, control=None)
-    assert calls == expected_steps
+    monkeypatch.setattr(memory, "resident_bytes", lambda: resident["bytes"])
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: object())
+    gb = 2**30
+    callback = ReleaseFreedMemoryCallback(max_growth_gb=2.0)
+    cpu, state = SimpleNamespace(device=SimpleNamespace(type="cpu")), SimpleNamespace(global_step=0)
+    for step, size in enumerate([5, 6, 7, 7.5, 1, 5, 8], start=1):
+        state.global_step, resident["bytes"] = step, int(size * gb)
+        callback.on_step_end(cpu, state, control=None)
+    assert callback.baseline == 5 * gb
+    assert calls == [4, 7] and callback.releases == 2
+
+    on_gpu = ReleaseFreedMemoryCallback(max_growth_gb=0.5)
+    gpu = SimpleNamespace(device=SimpleNamespace(type="cuda"))
+    for step, size in enumerate([1, 9, 9], start=1):
+        state.global_step, resident["bytes"] = step, int(size * gb)
+        on_gpu.on_step_end(gpu, state, control=None)
+    assert calls == [4, 7] and on_gpu.baseline is None
 
 
-def test_callback_refuses_a_step_count_below_one():
-    with pytest.raises(ValueError, match="every_n_steps must be >= 1, got 0"):
+def test_resident_bytes_reads_this_process():
+    resident = memory.resident_bytes()
+    assert resident is None or 10 * 2**20 < resident < 1000 * 2**30
+
+
+def test_callback_refuses_a_growth_that_is_not_positive():
+    with pytest.raises(ValueError, match="max_growth_gb must be > 0, got 0"):
         ReleaseFreedMemoryCallback(0)

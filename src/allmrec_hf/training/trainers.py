@@ -209,13 +209,14 @@ class Stage2Trainer(ALLMRecTrainerMixin, Trainer):
     """Stage 2: only the projectors train (the LM, CF encoder and aligner are frozen); next-token loss on the
     answer. Use `Stage2Collator` (a fresh candidate set per example). Set `bf16=True` where the hardware has it.
 
-    On CPU it hands the memory freed after each step back to the system (`ReleaseFreedMemoryCallback`; glibc's heap
-    otherwise grows with every batch of a new prompt length): `release_freed_memory_every_n_steps=0` turns it off."""
+    On CPU it hands freed memory back to the system whenever the process has grown by more than
+    `release_freed_memory_after_gb` (2 GB) since its first step (`ReleaseFreedMemoryCallback`; glibc's heap otherwise
+    grows with every batch of a new prompt length); `None` turns it off."""
 
-    def __init__(self, *args, release_freed_memory_every_n_steps: int = 1, **kwargs):
+    def __init__(self, *args, release_freed_memory_after_gb: float | None = 2.0, **kwargs):
         super().__init__(*args, **kwargs)
-        if release_freed_memory_every_n_steps:
-            self.add_callback(ReleaseFreedMemoryCallback(release_freed_memory_every_n_steps))
+        if release_freed_memory_after_gb is not None:
+            self.add_callback(ReleaseFreedMemoryCallback(release_freed_memory_after_gb))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
