@@ -2,11 +2,12 @@
 
 A stage-2 step on CPU allocates and frees a few GB of activations whose sizes change with every batch (each batch
 has its own prompt length). glibc's allocator keeps most freed blocks in its heap and, as the sizes shift, the heap
-fragments: the process' resident memory grows step after step (with SmolLM2-135M, batch 4: from ~5 GB after 4
-steps to ~14 GB after 60) although a step needs about 4 GB. `malloc_trim(0)` returns the free pages to the system;
-it takes ~0.2 s and the next step touches fresh pages (~1.5 s of page faults for that step), so
-`ReleaseFreedMemoryCallback` does it only when the process has grown by more than a set amount since its first
-step, on CPU only, where the C library has it (glibc; elsewhere it does nothing).
+can fragment: the process' resident memory then grows step after step (with SmolLM2-135M, batch 4, and a
+contiguous LM-head input: from ~5 GB after 4 steps to ~14 GB after 60) although a step needs about 4 GB.
+`malloc_trim(0)` returns the free pages to the system; it takes ~0.2 s and the next step touches fresh pages
+(~1.5 s of page faults for that step), so `ReleaseFreedMemoryCallback` does it only when the process has grown by
+more than a set amount since its first step, on CPU only, where the C library has it (glibc; elsewhere it does
+nothing).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class ReleaseFreedMemoryCallback(TrainerCallback):
     it is done only when the heap has grown, not every step: with the default, every few steps in the quickstart.
     A run on an accelerator keeps its activations there, and nothing is done. `Stage2Trainer` adds it."""
 
-    def __init__(self, max_growth_gb: float = 2.0):
+    def __init__(self, max_growth_gb: float = 4.0):
         if not max_growth_gb > 0:
             raise ValueError(f"max_growth_gb must be > 0, got {max_growth_gb}")
         self.max_growth = int(max_growth_gb * 2**30)
