@@ -41,8 +41,8 @@ def test_release_freed_memory_lowers_the_resident_size():
 
 
 def test_callback_releases_on_cpu_only_after_the_set_growth(monkeypatch):
-    """The first step's resident size is the baseline; a release follows each step that ends more than
-    `max_growth_gb` above it; on an accelerator nothing is measured or released."""
+    """A release when training begins; the first step's resident size plus `max_growth_gb` is the limit; a release
+    follows each step that ends above it; on an accelerator nothing is measured or released."""
     calls, resident = [], {"bytes": 0}
     monkeypatch.setattr(memory, "release_freed_memory", lambda: calls.append(state.global_step) or True)
     monkeypatch.setattr(memory, "resident_bytes", lambda: resident["bytes"])
@@ -50,18 +50,21 @@ def test_callback_releases_on_cpu_only_after_the_set_growth(monkeypatch):
     gb = 2**30
     callback = ReleaseFreedMemoryCallback(max_growth_gb=2.0)
     cpu, state = SimpleNamespace(device=SimpleNamespace(type="cpu")), SimpleNamespace(global_step=0)
+    callback.on_train_begin(cpu, state, control=None)
+    assert calls == [0]
     for step, size in enumerate([5, 6, 7, 7.5, 1, 5, 8], start=1):
         state.global_step, resident["bytes"] = step, int(size * gb)
         callback.on_step_end(cpu, state, control=None)
-    assert callback.baseline == 5 * gb
-    assert calls == [4, 7] and callback.releases == 2
+    assert callback.limit == 7 * gb
+    assert calls == [0, 4, 7] and callback.releases == 2
 
     on_gpu = ReleaseFreedMemoryCallback(max_growth_gb=0.5)
     gpu = SimpleNamespace(device=SimpleNamespace(type="cuda"))
+    on_gpu.on_train_begin(gpu, state, control=None)
     for step, size in enumerate([1, 9, 9], start=1):
         state.global_step, resident["bytes"] = step, int(size * gb)
         on_gpu.on_step_end(gpu, state, control=None)
-    assert calls == [4, 7] and on_gpu.baseline is None
+    assert calls == [0, 4, 7] and on_gpu.limit is None
 
 
 def test_resident_bytes_reads_this_process():

@@ -2,12 +2,12 @@
 
 A stage-2 step on CPU allocates and frees a few GB of activations whose sizes change with every batch (each batch
 has its own prompt length). glibc's allocator keeps most freed blocks in its heap and, as the sizes shift, the heap
-can fragment: the process' resident memory then grows step after step (with SmolLM2-135M, batch 4, and a
-contiguous LM-head input: from ~5 GB after 4 steps to ~14 GB after 60) although a step needs about 4 GB.
+fragments: the process' resident memory grows step after step (with SmolLM2-135M, batch 4, the quickstart's
+process reached ~14 GB in its second stage-2 run) although a step needs about 4 GB.
 `malloc_trim(0)` returns the free pages to the system; it takes ~0.2 s and the next step touches fresh pages
-(~1.5 s of page faults for that step), so `ReleaseFreedMemoryCallback` does it only when the process has grown by
-more than a set amount since its first step, on CPU only, where the C library has it (glibc; elsewhere it does
-nothing).
+(~1.5 s of page faults for that step), so `ReleaseFreedMemoryCallback` does it when training begins and then
+only when the process has grown by more than a set amount since its first step, on CPU only, where the C library
+has it (glibc; elsewhere it does nothing).
 """
 
 from __future__ import annotations
@@ -60,28 +60,37 @@ def resident_bytes() -> int | None:
 
 
 class ReleaseFreedMemoryCallback(TrainerCallback):
-    """On CPU, calls `release_freed_memory()` after an optimizer step whenever the process' resident memory has
-    grown by more than `max_growth_gb` over what it was after the first step (which holds the model and one step's
-    working set). Releasing costs the next step its page faults (~1.5 s for a SmolLM2 stage-2 step on 2 cores), so
-    it is done only when the heap has grown, not every step: with the default, every few steps in the quickstart.
-    A run on an accelerator keeps its activations there, and nothing is done. `Stage2Trainer` adds it."""
+    """On CPU, calls `release_freed_memory()` when training begins (what earlier work in the process left behind
+    goes back to the system) and then after any optimizer step that ends more than `max_growth_gb` above the
+    resident size after the first step (the model, the optimizer and one step's working set). Releasing costs the
+    next step its page faults (~1.5 s for a SmolLM2 stage-2 step on 2 cores), so it is done only once the heap has
+    grown, not every step. A run on an accelerator keeps its activations there, and nothing is done.
+    `Stage2Trainer` adds it."""
 
-    def __init__(self, max_growth_gb: float = 4.0):
+    def __init__(self, max_growth_gb: float = 2.0):
         if not max_growth_gb > 0:
             raise ValueError(f"max_growth_gb must be > 0, got {max_growth_gb}")
         self.max_growth = int(max_growth_gb * 2**30)
-        self.baseline: int | None = None
+        self.limit: int | None = None
         self.releases = 0
 
+    @staticmethod
+    def _applies(args) -> bool:
+        return args.device.type == "cpu" and _malloc_trim() is not None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self._applies(args):
+            release_freed_memory()
+            self.limit = None
+
     def on_step_end(self, args, state, control, **kwargs):
-        if args.device.type != "cpu" or _malloc_trim() is None:
-            return
-        resident = resident_bytes()
+        resident = resident_bytes() if self._applies(args) else None
         if resident is None:
             return
-        if self.baseline is None:
-            self.baseline = resident
-        elif resident > self.baseline + self.max_growth:
+        if self.limit is None:
+            self.limit = resident + self.max_growth
+            logger.debug("Freed memory goes back to the system above %.1f GB resident.", self.limit / 2**30)
+        elif resident > self.limit:
             release_freed_memory()
             self.releases += 1
             logger.debug("Step %d: released freed memory (resident %.1f GB).", state.global_step, resident / 2**30)

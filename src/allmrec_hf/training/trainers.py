@@ -210,10 +210,10 @@ class Stage2Trainer(ALLMRecTrainerMixin, Trainer):
     answer. Use `Stage2Collator` (a fresh candidate set per example). Set `bf16=True` where the hardware has it.
 
     On CPU it hands freed memory back to the system whenever the process has grown by more than
-    `release_freed_memory_after_gb` (4 GB) since its first step (`ReleaseFreedMemoryCallback`; glibc's heap otherwise
+    `release_freed_memory_after_gb` (2 GB) since its first step (`ReleaseFreedMemoryCallback`; glibc's heap otherwise
     grows with every batch of a new prompt length); `None` turns it off."""
 
-    def __init__(self, *args, release_freed_memory_after_gb: float | None = 4.0, **kwargs):
+    def __init__(self, *args, release_freed_memory_after_gb: float | None = 2.0, **kwargs):
         super().__init__(*args, **kwargs)
         if release_freed_memory_after_gb is not None:
             self.add_callback(ReleaseFreedMemoryCallback(release_freed_memory_after_gb))
