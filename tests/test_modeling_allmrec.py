@@ -263,6 +263,26 @@ def test_lm_head_gets_a_contiguous_input_when_ranking_and_generating(family, pro
     assert sum(1 for _ in head._forward_pre_hooks.values()) == 1
 
 
+def test_lm_head_hook_keeps_no_reference_and_the_forward_signature_lookup_is_cached():
+    """The head's pre-hook must not hold on to the hidden states it saw (it was once wrapped in an lru_cache by
+    mistake, which kept the last 32 inputs alive), and `_forward_parameters` is the cached one."""
+    import gc
+    import weakref
+
+    from allmrec_hf.modeling_allmrec import _contiguous_hidden_states, _forward_parameters
+
+    head = torch.nn.Linear(8, 16)
+    hidden = torch.randn(2, 5, 8)[:, -2:, :]
+    alive = weakref.ref(hidden)
+    with torch.no_grad():
+        out = _contiguous_hidden_states(head, (hidden,))
+    assert out[0].is_contiguous() and torch.equal(out[0], hidden)
+    del hidden, out
+    gc.collect()
+    assert alive() is None
+    assert hasattr(_forward_parameters, "cache_info") and not hasattr(_contiguous_hidden_states, "cache_info")
+
+
 def test_cold_user_with_empty_history(processor):
     model = build_model("llama", processor)
     batch = processor(histories=[[], [1, 2]], candidates=[[4, 5, 6], [7, 8, 9]])
