@@ -31,6 +31,7 @@ from allmrec_hf.training.runs import (
     evaluation_rows,
     finished_results,
     parse_arguments,
+    save_trained_model,
     setup_logging,
     training_rows,
     write_results,
@@ -100,8 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = {f"train_{k}" if not k.startswith("train") else k: v for k, v in train_result.metrics.items()}
     results.update(trainer.evaluate(eval_rows, metric_key_prefix="eval"))
     results.update(trainer.evaluate(evaluation_rows(data, data_args, "test"), metric_key_prefix="test"))
-    if trainer.is_world_process_zero():
-        model.save_pretrained(training_args.output_dir)
+    if save_trained_model(trainer, model, training_args.output_dir):  # every process calls it; the main one writes
         data.catalog.save(training_args.output_dir)
         results["dataset_dir"] = os.path.abspath(data_args.dataset_dir)
         write_results(training_args.output_dir, results)

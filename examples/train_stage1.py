@@ -30,6 +30,7 @@ from allmrec_hf.training.runs import (
     checkpoint_to_resume,
     finished_results,
     parse_arguments,
+    save_trained_model,
     setup_logging,
     training_rows,
     write_results,
@@ -82,8 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
         resume_from_checkpoint=checkpoint_to_resume(training_args, output_args.overwrite_output_dir)
     )
     results = dict(train_result.metrics)
-    if trainer.is_world_process_zero():
-        aligner.save_pretrained(training_args.output_dir)
+    if save_trained_model(trainer, aligner, training_args.output_dir):  # every process calls it; the main one writes
         text_tokenizer.save_pretrained(training_args.output_dir)
         data.catalog.save(training_args.output_dir)
         results.update(

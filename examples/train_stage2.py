@@ -37,6 +37,7 @@ from allmrec_hf.training.runs import (
     evaluation_rows,
     finished_results,
     parse_arguments,
+    save_trained_model,
     setup_logging,
     training_rows,
     write_results,
@@ -138,12 +139,14 @@ def main(argv: list[str] | None = None) -> dict:
             resume_from_checkpoint=checkpoint_to_resume(training_args, output_args.overwrite_output_dir)
         )
         results.update(train_result.metrics)
-        is_main = trainer.is_world_process_zero()
+        # Every process takes part (under FSDP / DeepSpeed the weights are gathered first); the main one writes.
+        is_main = save_trained_model(trainer, model, training_args.output_dir)
     else:
         logger.info("LLM-only baseline: nothing trains; saving the model and its titles-only prompt.")
         is_main = int(os.environ.get("RANK", "0")) == 0
+        if is_main:
+            model.save_pretrained(training_args.output_dir)
     if is_main:
-        model.save_pretrained(training_args.output_dir)
         processor.save_pretrained(training_args.output_dir)
         write_results(training_args.output_dir, results)
         write_model_card(

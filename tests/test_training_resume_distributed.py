@@ -100,45 +100,122 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_cpu_processes_match_one_with_gradient_accumulation(stage2_command, tmp_path):
-    """DDP over 2 gloo processes with 2 rows each per step == 1 process with 2 rows x 2 accumulation steps: the
-    same seeded data order (accelerate's seedable sampler, batches dealt to the processes in turn), the same
-    candidate draws (seeded per example) and the same loss average."""
-    distributed, single = tmp_path / "ddp", tmp_path / "single"
-    args = stage2_command(distributed)
+def two_step_args(stage2_command, output_dir) -> list[str]:
+    """4 optimizer steps of 2 rows per process, a checkpoint at the end, random (seeded) sampling."""
+    args = stage2_command(output_dir)
     args[args.index("--max_steps") + 1] = "4"
     args[args.index("--save_steps") + 1] = "4"
-    args += ["--train_sampling_strategy", "random", *COMMON_ARGS]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return args + ["--train_sampling_strategy", "random"]
+
+
+@pytest.fixture(scope="module")
+def accumulated_single_run(stage2_command, training_root):
+    """The reference for the 2-process runs: 1 process with 2 rows x 2 accumulation steps."""
+    output = training_root / "stage2_single_accumulated"
+    run = run_example("train_stage2", two_step_args(stage2_command, output) + ["--gradient_accumulation_steps", "2"])
+    assert run.trainer.state.global_step == 4
+    return run, output
+
+
+def run_two_processes(args: list[str], launcher: list[str] | None = None, env: dict | None = None) -> None:
+    """`examples/train_stage2.py args` in 2 CPU processes (torchrun, gloo)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"} | (env or {})
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-    ]
-    command += ["examples/train_stage2.py", *args, "--ddp_backend", "gloo"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += ["--master_port", str(free_port())]
+    command += [*(launcher or []), "examples/train_stage2.py", *args, *COMMON_ARGS, "--ddp_backend", "gloo"]
     process = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
 
-    single_args = [str(single) if a == str(distributed) else a for a in args[: -len(COMMON_ARGS)]]
-    run = run_example("train_stage2", single_args + ["--gradient_accumulation_steps", "2"])
-    assert run.trainer.state.global_step == 4
 
-    got, expected = load_file(distributed / "model.safetensors"), load_file(single / "model.safetensors")
-    names = [name for name in expected if "projector" in name]
-    assert len(names) == 12
-    max_diff = max(float((got[name] - expected[name]).abs().max()) for name in names)
+def assert_projectors_match(got: dict, run, rtol=1e-5, atol=1e-6) -> None:
+    expected = {name: value for name, value in run.trainer.model.state_dict().items() if "projector" in name}
+    assert len(expected) == 12
+    max_diff = max(float((got[name].float() - expected[name]).abs().max()) for name in expected)
     print(f"max abs difference of the projector weights, 2 processes vs 1: {max_diff:.3g}")
-    assert all(torch.allclose(got[name], expected[name], rtol=1e-5, atol=1e-6) for name in names), max_diff
-    assert not all(torch.equal(expected[name], run.initial[name]) for name in names)  # it did train
+    assert all(torch.allclose(got[name].float(), expected[name], rtol=rtol, atol=atol) for name in expected), max_diff
+    assert not all(torch.equal(expected[name], run.initial[name]) for name in expected)  # it did train
+
+
+def test_two_cpu_processes_match_one_with_gradient_accumulation(stage2_command, accumulated_single_run, tmp_path):
+    """DDP over 2 gloo processes with 2 rows each per step == 1 process with 2 rows x 2 accumulation steps: the
+    same seeded data order (accelerate's seedable sampler, batches dealt to the processes in turn), the same
+    candidate draws (seeded per example) and the same loss average."""
+    distributed = tmp_path / "ddp"
+    run_two_processes(two_step_args(stage2_command, distributed))
+    run, _ = accumulated_single_run
+    got = load_file(distributed / "model.safetensors")
+    assert_projectors_match(got, run)
 
     # The logged losses (the mean over both processes) are the single process's.
     state = json.loads((distributed / "checkpoint-4" / "trainer_state.json").read_text())
     losses = {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
     assert losses == pytest.approx(run.losses(), rel=1e-5)
+    names = [name for name in got if "projector" in name]
     assert set(load_file(distributed / "checkpoint-4" / TRAINABLE_WEIGHTS_NAME)) == set(names)
+
+
+def accelerate_launch_environment(config_file: str) -> dict[str, str]:
+    """The Accelerate and FSDP settings `accelerate launch --config_file config_file` hands each process, from
+    Accelerate's own launcher code."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    args = launch_command_parser().parse_args(["--config_file", config_file, "examples/train_stage2.py"])
+    args = _validate_launch_command(args)[0]
+    return {k: v for k, v in prepare_multi_gpu_env(args).items() if k.startswith(("ACCELERATE_", "FSDP_"))}
+
+
+@pytest.mark.parametrize(("mixed_precision", "lora"), [("no", False), ("bf16", False), ("no", True)])
+def test_fsdp2_config_trains_and_saves_a_loadable_recommender(
+    mixed_precision, lora, stage2_command, accumulated_single_run, tmp_path
+):
+    """`examples/accelerate_configs/fsdp.yaml` (FSDP2: decoder layers sharded, the weights loaded on rank 0 and
+    broadcast, the full state dict gathered to save) over 2 CPU processes, through Accelerate's and the Trainer's own
+    FSDP code (`tests/accelerate_fsdp_on_cpu.py` only stops Accelerate from falling back to DDP on CPU).
+
+    In float32 it trains exactly as 1 process accumulating the same global batch. It writes a recommender that
+    `from_pretrained` and `trust_remote_code` load: full (gathered) weights, not each process's shard, and the
+    model's own code and class in `auto_map` (not the class FSDP2 generates in torch's modules). With a LoRA on the
+    LM, its adapter is saved whole too."""
+    env = accelerate_launch_environment(str(REPO / "examples" / "accelerate_configs" / "fsdp.yaml"))
+    assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_VERSION"] == "2"
+    assert env["ACCELERATE_MIXED_PRECISION"] == "bf16"  # what the config says; the float32 run overrides it
+    env["ACCELERATE_MIXED_PRECISION"] = mixed_precision
+    output = tmp_path / "fsdp"
+    args = two_step_args(stage2_command, output) + (["--lora_r", "4"] if lora else [])
+    run_two_processes(args, [str(REPO / "tests" / "accelerate_fsdp_on_cpu.py")], env)
+
+    files = set(os.listdir(output))
+    assert {"modeling_allmrec.py", "modeling_sasrec.py", "candidate_tree.py"} <= files
+    assert not any(name.startswith("_fsdp") for name in files), sorted(files)
+    config = json.loads((output / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_allmrec.ALLMRecForConditionalGeneration"
+    assert (output / "checkpoint-4" / "trainer_state.json").is_file()
+
+    run, _ = accumulated_single_run
+    from allmrec_hf import ALLMRecForConditionalGeneration
+
+    loaded = ALLMRecForConditionalGeneration.from_pretrained(output)
+    got = {name: value for name, value in loaded.state_dict().items() if "projector" in name}
+    if lora:  # the adapter as trained: whole matrices (not one process's rows), lora_B moved from its zeros
+        adapter = load_file(output / "lm_adapter" / "adapter_model.safetensors")
+        modules = dict(loaded.language_model.named_parameters())
+        assert len(adapter) == 8  # q_proj and v_proj, A and B, in each of the 2 layers
+        for key, value in adapter.items():
+            name = key.removeprefix("base_model.model.").replace(".weight", ".default.weight")
+            assert value.shape == modules[name].shape, key
+            assert torch.equal(value, modules[name].detach()), key
+        assert all(bool(value.abs().sum() > 0) for key, value in adapter.items() if "lora_B" in key)
+    elif mixed_precision == "no":
+        assert_projectors_match(got, run)
+    else:  # bf16 compute: the losses stay close to the float32 reference's; Adam at lr 3e-2 moves the weights apart
+        state = json.loads((output / "checkpoint-4" / "trainer_state.json").read_text())
+        losses = {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
+        assert losses == pytest.approx(run.losses(), rel=0.03)
+        assert not all(torch.equal(got[name], run.initial[name]) for name in got)  # it did train
+    # The frozen parts are what stage 1 and the LM gave, whole.
+    reference = run.trainer.model.state_dict()
+    frozen = [name for name in reference if "projector" not in name and not name.startswith("language_model.")]
+    assert frozen and all(torch.equal(loaded.state_dict()[name], reference[name]) for name in frozen)

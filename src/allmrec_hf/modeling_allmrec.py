@@ -19,6 +19,7 @@ from transformers.utils import ModelOutput, logging
 
 from .candidate_tree import build_candidate_token_tree
 from .configuration_allmrec import ALLMRecAlignerConfig, ALLMRecConfig
+from .modeling_cf_common import save_as_defining_class
 from .modeling_gru4rec import GRU4RecModel
 from .modeling_nextitnet import NextItNetModel
 from .modeling_sasrec import SASRecModel, check_item_ids
@@ -114,6 +115,10 @@ class ALLMRecPreTrainedModel(PreTrainedModel):
 
     def _frozen_modules(self) -> list[nn.Module]:
         return []
+
+    @save_as_defining_class
+    def save_pretrained(self, *args, **kwargs):
+        return super().save_pretrained(*args, **kwargs)
 
     def train(self, mode: bool = True):
         """Like `nn.Module.train`, but frozen parts always stay in eval mode (no dropout in the CF encoder or
@@ -892,6 +897,7 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         return ranked
 
     # ------------------------------------------------------------------------------------------ checkpoints
+    @save_as_defining_class
     def save_pretrained(self, save_directory, include_language_model: bool = False, **kwargs):
         """Save the config and the weights of everything but the frozen LM (CF encoder, aligner, projectors),
         like a PEFT adapter; the config names the LM (`base_model_name_or_path`, `base_model_revision`).
@@ -907,6 +913,11 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
                 "so `from_pretrained` will need `language_model=` or `base_model_name_or_path=`."
             )
         state_dict = kwargs.pop("state_dict", None)
+        # A state dict handed in (gathered from sharded processes, say) is the truth for the LM adapter too.
+        prefix = LANGUAGE_MODEL_PREFIX
+        language_model_weights = (
+            None if state_dict is None else {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        )
         if state_dict is None:
             state_dict = self.state_dict()
         adapter_layers = lm_adapter_layers(self.language_model)
@@ -927,6 +938,7 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
                     os.path.join(save_directory, LM_ADAPTER_SUBFOLDER),
                     base_model_name_or_path=self.config.base_model_name_or_path,
                     revision=self.config.base_model_revision,
+                    state_dict=language_model_weights,
                 )
             return result
         finally:
@@ -1191,8 +1203,10 @@ def save_lm_adapter(
     save_directory: str | os.PathLike,
     base_model_name_or_path: str | None = None,
     revision: str | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write the LM's LoRA adapter in PEFT's format: `adapter_config.json` and `adapter_model.safetensors`."""
+    """Write the LM's LoRA adapter in PEFT's format: `adapter_config.json` and `adapter_model.safetensors`. The
+    adapter weights come from `state_dict` (the LM's, keys relative to it) when given, else from the LM."""
     peft = import_peft("Saving the language model's LoRA adapter")
     from safetensors.torch import save_file
 
@@ -1202,7 +1216,9 @@ def save_lm_adapter(
     adapter_config.revision = revision
     adapter_config.inference_mode = True
     # Adapter weights only: the LM's own (frozen) embeddings come from the base model, never from the adapter.
-    weights = peft.get_peft_model_state_dict(language_model, adapter_name=name, save_embedding_layers=False)
+    weights = peft.get_peft_model_state_dict(
+        language_model, state_dict=state_dict, adapter_name=name, save_embedding_layers=False
+    )
     os.makedirs(save_directory, exist_ok=True)
     adapter_config.save_pretrained(os.fspath(save_directory))
     save_file(

@@ -14,6 +14,7 @@ sibling modules.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -76,6 +77,33 @@ def first_item_positions(is_item: torch.Tensor) -> torch.Tensor:
     return torch.where(is_item.any(dim=1), first, torch.full_like(first, length - 1))
 
 
+def defining_model_class(cls: type) -> type:
+    """`cls`, or the model class it stands for when a wrapper generated a subclass of it on the fly: FSDP2's
+    `fully_shard` turns a `SASRecModel` into an `FSDPSASRecModel` defined in torch's own modules."""
+    return next((klass for klass in cls.__mro__ if not klass.__module__.startswith("torch.")), cls)
+
+
+def save_as_defining_class(save_pretrained):
+    """Decorates a `save_pretrained` so that it runs with the model's own class (`defining_model_class`).
+
+    transformers copies the code of `type(model).__module__` next to the weights and writes the class into the
+    config's `auto_map` (for `trust_remote_code`); under FSDP2 that would be torch's FSDP modules and a class that
+    exists nowhere else, so the checkpoint could not be loaded."""
+
+    @functools.wraps(save_pretrained)
+    def wrapper(self, *args, **kwargs):
+        wrapped, own = type(self), defining_model_class(type(self))
+        if own is wrapped:
+            return save_pretrained(self, *args, **kwargs)
+        self.__class__ = own
+        try:
+            return save_pretrained(self, *args, **kwargs)
+        finally:
+            self.__class__ = wrapped
+
+    return wrapper
+
+
 class SequentialCFMixin:
     """The backbone-independent half of a sequential CF encoder (see the module docstring)."""
 
@@ -85,6 +113,10 @@ class SequentialCFMixin:
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flex_attn = True
+
+    @save_as_defining_class
+    def save_pretrained(self, *args, **kwargs):
+        return super().save_pretrained(*args, **kwargs)
 
     def encode(self, input_ids: torch.Tensor) -> torch.Tensor:  # pragma: no cover - implemented by the model
         raise NotImplementedError

@@ -109,3 +109,29 @@ def evaluation_rows(data: PreparedDataset, data_args, split: str = "validation")
 def write_results(output_dir: str, results: dict) -> None:
     os.makedirs(output_dir, exist_ok=True)
     write_json(os.path.join(output_dir, RESULTS_FILE), results)
+
+
+def full_state_dict(trainer) -> dict | None:
+    """The trained model's full state dict when the Trainer sharded its parameters (FSDP, DeepSpeed ZeRO-3): a
+    collective call that every process must make (the main process gets the gathered tensors). None when the
+    parameters are not sharded (single process, DDP): `save_pretrained` then reads the model itself.
+
+    A script that saves with `model.save_pretrained(...)` from the main process alone would otherwise write each
+    sharded parameter's local shard (FSDP2's DTensors cannot be serialised at all)."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        return trainer.accelerator.get_state_dict(trainer.model)
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        # ZeRO-3 gathers 16-bit weights here only with `zero3_save_16bit_model: true` (our DeepSpeed config sets it).
+        return trainer.accelerator.get_state_dict(trainer.deepspeed)
+    return None
+
+
+def save_trained_model(trainer, model, output_dir: str) -> bool:
+    """`model.save_pretrained(output_dir)` at the end of a training script, from the main process, with the full
+    state dict gathered first under FSDP / DeepSpeed (`full_state_dict`; every process must call this). Returns
+    whether this process is the one that wrote."""
+    state_dict = full_state_dict(trainer)
+    if not trainer.is_world_process_zero():
+        return False
+    model.save_pretrained(output_dir, **({"state_dict": state_dict} if state_dict is not None else {}))
+    return True
