@@ -36,6 +36,7 @@ from allmrec_hf.training.runs import (
     checkpoint_to_resume,
     evaluation_rows,
     finished_results,
+    models_built_whole,
     parse_arguments,
     save_trained_model,
     setup_logging,
@@ -84,34 +85,37 @@ def main(argv: list[str] | None = None) -> dict:
     if model_args.attn_implementation:
         lm_kwargs["attn_implementation"] = model_args.attn_implementation
     set_seed(training_args.seed)  # before the projectors are initialised
-    # llm_only carries a frozen recommender it never uses: from --cf_model_path when given (no stage 1 needed).
-    llm_only_from_cf = model_args.cf_model_path or not model_args.stage1_model_path
-    if model_args.baseline == "mlp_llm" or (model_args.baseline == "llm_only" and llm_only_from_cf):
-        if not model_args.cf_model_path:
-            raise ValueError(f"--baseline {model_args.baseline} needs --cf_model_path (a pretrained CF checkpoint).")
-        cf_model = load_cf_model(model_args.cf_model_path, data.catalog)
-        model, processor = build_stage2_model(
-            None,
-            model_args.llm,
-            None,
-            data.catalog,
-            template,
-            model_args.max_history_length,
-            lm_kwargs=lm_kwargs,
-            cf_model=cf_model,
-        )
-    else:
-        aligner = load_aligner(model_args.stage1_model_path, data.catalog)  # checks kind and items first
-        text_tokenizer = AutoTokenizer.from_pretrained(model_args.stage1_model_path)
-        model, processor = build_stage2_model(
-            aligner,
-            model_args.llm,
-            text_tokenizer,
-            data.catalog,
-            template,
-            model_args.max_history_length,
-            lm_kwargs=lm_kwargs,
-        )
+    with models_built_whole(training_args):  # under DeepSpeed ZeRO-3: whole, partitioned once training starts
+        # llm_only carries a frozen recommender it never uses: from --cf_model_path when given (no stage 1 needed).
+        llm_only_from_cf = model_args.cf_model_path or not model_args.stage1_model_path
+        if model_args.baseline == "mlp_llm" or (model_args.baseline == "llm_only" and llm_only_from_cf):
+            if not model_args.cf_model_path:
+                raise ValueError(
+                    f"--baseline {model_args.baseline} needs --cf_model_path (a pretrained CF checkpoint)."
+                )
+            cf_model = load_cf_model(model_args.cf_model_path, data.catalog)
+            model, processor = build_stage2_model(
+                None,
+                model_args.llm,
+                None,
+                data.catalog,
+                template,
+                model_args.max_history_length,
+                lm_kwargs=lm_kwargs,
+                cf_model=cf_model,
+            )
+        else:
+            aligner = load_aligner(model_args.stage1_model_path, data.catalog)  # checks kind and items first
+            text_tokenizer = AutoTokenizer.from_pretrained(model_args.stage1_model_path)
+            model, processor = build_stage2_model(
+                aligner,
+                model_args.llm,
+                text_tokenizer,
+                data.catalog,
+                template,
+                model_args.max_history_length,
+                lm_kwargs=lm_kwargs,
+            )
     if model_args.lora_r:
         apply_lora(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_target_modules.split(","))
     if model_args.compile_language_model:

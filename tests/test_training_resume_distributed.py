@@ -117,14 +117,16 @@ def accumulated_single_run(stage2_command, training_root):
     return run, output
 
 
-def run_two_processes(args: list[str], launcher: list[str] | None = None, env: dict | None = None) -> None:
+def run_two_processes(
+    args: list[str], launcher: list[str] | None = None, env: dict | None = None, common_args=COMMON_ARGS
+) -> None:
     """`examples/train_stage2.py args` in 2 CPU processes (torchrun, gloo)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"} | (env or {})
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     command += ["--master_port", str(free_port())]
-    command += [*(launcher or []), "examples/train_stage2.py", *args, *COMMON_ARGS, "--ddp_backend", "gloo"]
+    command += [*(launcher or []), "examples/train_stage2.py", *args, *common_args, "--ddp_backend", "gloo"]
     process = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
 
@@ -219,3 +221,80 @@ def test_fsdp2_config_trains_and_saves_a_loadable_recommender(
     reference = run.trainer.model.state_dict()
     frozen = [name for name in reference if "projector" not in name and not name.startswith("language_model.")]
     assert frozen and all(torch.equal(loaded.state_dict()[name], reference[name]) for name in frozen)
+
+
+def accelerate_deepspeed_environment(config_file: str) -> dict[str, str]:
+    """The Accelerate and DeepSpeed settings `accelerate launch --config_file config_file` hands each process."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env
+
+    args, defaults, _ = _validate_launch_command(
+        launch_command_parser().parse_args(["--config_file", config_file, "x.py"])
+    )
+    args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+    return {k: v for k, v in prepare_deepspeed_cmd_env(args)[1].items() if k.startswith("ACCELERATE_")}
+
+
+def test_deepspeed_zero3_config_matches_one_process_and_saves_a_loadable_recommender(
+    stage2_command, accumulated_single_run, tmp_path
+):
+    """`examples/accelerate_configs/deepspeed_zero3.yaml` over 2 CPU processes (DeepSpeed's CPU accelerator, gloo)
+    in float32 (bf16 under DeepSpeed needs a GPU: transformers refuses `--bf16` on CPU without `--use_cpu`, which
+    Accelerate refuses with DeepSpeed): the stage's model is built whole (`models_built_whole`: under ZeRO-3,
+    transformers would create every part already partitioned and the builders would copy empty shards), ZeRO-3
+    partitions it, it trains as 1 process accumulating the same global batch, and the main process saves the
+    gathered weights (a plain `save_pretrained` there would write empty shards)."""
+    pytest.importorskip("deepspeed")
+    env = accelerate_deepspeed_environment(str(REPO / "examples" / "accelerate_configs" / "deepspeed_zero3.yaml"))
+    assert env["ACCELERATE_USE_DEEPSPEED"] == "true" and env["ACCELERATE_DEEPSPEED_ZERO_STAGE"] == "3"
+    assert env["ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL"] == "true"  # the final save needs it
+    env |= {"ACCELERATE_MIXED_PRECISION": "no", "DS_ACCELERATOR": "cpu"}
+    output = tmp_path / "zero3"
+    at = COMMON_ARGS.index("--use_cpu")
+    common = COMMON_ARGS[:at] + COMMON_ARGS[at + 2 :]  # Accelerate runs DeepSpeed only without use_cpu
+    run_two_processes(two_step_args(stage2_command, output), env=env, common_args=common)
+
+    run, _ = accumulated_single_run
+    state = json.loads((output / "checkpoint-4" / "trainer_state.json").read_text())
+    losses = {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
+    assert losses == pytest.approx(run.losses(), rel=1e-5)
+    from allmrec_hf import ALLMRecForConditionalGeneration
+
+    loaded = ALLMRecForConditionalGeneration.from_pretrained(output)
+    got = {name: value for name, value in loaded.state_dict().items() if "projector" in name}
+    assert_projectors_match(got, run, rtol=1e-4, atol=1e-5)  # DeepSpeed sums the gradients in another order
+    reference = run.trainer.model.state_dict()
+    frozen = [name for name in reference if "projector" not in name and not name.startswith("language_model.")]
+    assert frozen and all(torch.equal(loaded.state_dict()[name], reference[name]) for name in frozen)
+
+
+@pytest.mark.parametrize("zero3_init", [False, True])
+def test_models_are_built_whole_under_zero3_and_zero3_init_is_refused(zero3_init, monkeypatch, tmp_path):
+    """Under ZeRO-3 transformers creates models already partitioned; the scripts build theirs whole inside
+    `models_built_whole` (and ZeRO-3 stays on outside it), and refuse `zero3_init_flag: true` before loading."""
+    pytest.importorskip("deepspeed")
+    from transformers import AutoModel, BertConfig, TrainingArguments
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
+
+    from allmrec_hf.training.runs import models_built_whole
+
+    for name, value in {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO3_INIT", str(zero3_init).lower())
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    try:
+        args = TrainingArguments(output_dir=str(tmp_path), report_to="none")
+        assert is_deepspeed_zero3_enabled()
+        if zero3_init:
+            with pytest.raises(ValueError, match="zero3_init_flag: true is not supported"):
+                with models_built_whole(args):
+                    pass
+        else:
+            with models_built_whole(args):
+                assert not is_deepspeed_zero3_enabled()
+                config = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2)
+                tiny = AutoModel.from_config(config)  # what zero.Init would partition
+                assert tiny.embeddings.word_embeddings.weight.shape == (20, 8)  # whole, not a ZeRO-3 shard
+            assert is_deepspeed_zero3_enabled()  # back on for the Trainer
+    finally:
+        unset_hf_deepspeed_config()

@@ -3,6 +3,7 @@ find the checkpoint to resume from, skip a stage that already finished, and writ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -135,3 +136,39 @@ def save_trained_model(trainer, model, output_dir: str) -> bool:
         return False
     model.save_pretrained(output_dir, **({"state_dict": state_dict} if state_dict is not None else {}))
     return True
+
+
+@contextlib.contextmanager
+def models_built_whole(training_args):
+    """Build the stage's model inside this context: under DeepSpeed ZeRO-3, transformers would otherwise create
+    every model (`from_pretrained`, `from_config`) already partitioned by `deepspeed.zero.Init`, and the builders,
+    which assemble a stage's model from checkpoints by copying weights, would copy empty shards. The model is built
+    whole (on CPU first) and ZeRO-3 partitions it when training starts (`deepspeed.initialize`). Nothing changes
+    without ZeRO-3.
+
+    `zero3_init_flag: true` in an Accelerate DeepSpeed config asks for the partitioned construction explicitly; that
+    is refused here, with the fix, before anything is loaded."""
+    from transformers.integrations.deepspeed import (
+        is_deepspeed_zero3_enabled,
+        set_hf_deepspeed_config,
+        unset_hf_deepspeed_config,
+    )
+
+    if not is_deepspeed_zero3_enabled():
+        yield
+        return
+    plugin = getattr(training_args, "deepspeed_plugin", None)
+    if plugin is not None and plugin.zero3_init_flag:
+        raise ValueError(
+            "DeepSpeed ZeRO-3 with zero3_init_flag: true is not supported: each stage assembles its model from "
+            "checkpoints by copying weights, which deepspeed.zero.Init would create as empty shards. Set "
+            "zero3_init_flag: false in the Accelerate config (examples/accelerate_configs/deepspeed_zero3.yaml "
+            "does); ZeRO-3 still partitions the model when training starts."
+        )
+    holder = getattr(plugin, "dschf", None) or getattr(training_args, "hf_deepspeed_config", None)
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if holder is not None:
+            set_hf_deepspeed_config(holder)
