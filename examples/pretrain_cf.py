@@ -30,6 +30,7 @@ from allmrec_hf.training.runs import (
     checkpoint_to_resume,
     evaluation_rows,
     finished_results,
+    models_built_whole,
     parse_arguments,
     save_trained_model,
     setup_logging,
@@ -68,17 +69,18 @@ def main(argv: list[str] | None = None) -> dict:
     train_rows = training_rows(data, data_args, require_history=True)
     eval_rows = evaluation_rows(data, data_args)
     set_seed(training_args.seed)
-    model = build_cf_model(
-        model_args.cf_model,
-        data.num_items,
-        config_kwargs=config_kwargs,
-        hidden_size=model_args.hidden_size,
-        max_seq_length=model_args.max_length,
-        num_hidden_layers=model_args.num_hidden_layers,
-        num_attention_heads=model_args.num_attention_heads,
-        hidden_dropout_prob=model_args.dropout,
-        attention_dropout_prob=model_args.dropout,
-    )
+    with models_built_whole(training_args):  # under DeepSpeed ZeRO-3: whole, partitioned once training starts
+        model = build_cf_model(
+            model_args.cf_model,
+            data.num_items,
+            config_kwargs=config_kwargs,
+            hidden_size=model_args.hidden_size,
+            max_seq_length=model_args.max_length,
+            num_hidden_layers=model_args.num_hidden_layers,
+            num_attention_heads=model_args.num_attention_heads,
+            hidden_dropout_prob=model_args.dropout,
+            attention_dropout_prob=model_args.dropout,
+        )
     # The backbone's defaults, for the model card's settings table.
     model_args.num_hidden_layers = getattr(model.config, "num_hidden_layers", model_args.num_hidden_layers)
     model_args.num_attention_heads = getattr(model.config, "num_attention_heads", model_args.num_attention_heads)

@@ -29,6 +29,7 @@ from allmrec_hf.training.runs import (
     OutputArguments,
     checkpoint_to_resume,
     finished_results,
+    models_built_whole,
     parse_arguments,
     save_trained_model,
     setup_logging,
@@ -50,12 +51,13 @@ def main(argv: list[str] | None = None) -> dict:
         return done
 
     data = PreparedDataset.load(data_args.dataset_dir)
-    cf_model = load_cf_model(model_args.cf_model_path, data.catalog)  # checks kind and items before training
     train_rows = training_rows(data, data_args, require_history=True)
     set_seed(training_args.seed)
-    aligner, text_tokenizer = build_aligner(
-        cf_model, model_args.text_encoder, model_args.latent_size, model_args.alpha, model_args.beta
-    )
+    with models_built_whole(training_args):  # under DeepSpeed ZeRO-3: whole, partitioned once training starts
+        cf_model = load_cf_model(model_args.cf_model_path, data.catalog)  # checks kind and items before training
+        aligner, text_tokenizer = build_aligner(
+            cf_model, model_args.text_encoder, model_args.latent_size, model_args.alpha, model_args.beta
+        )
     # Only the sentence-encoder side of the processor is used here (item texts from the catalog). Its LM side gets
     # a copy: the processor adds placeholder tokens to it, which the saved sentence-encoder tokenizer must not have.
     processor = ALLMRecProcessor(

@@ -118,15 +118,19 @@ def accumulated_single_run(stage2_command, training_root):
 
 
 def run_two_processes(
-    args: list[str], launcher: list[str] | None = None, env: dict | None = None, common_args=COMMON_ARGS
+    args: list[str],
+    launcher: list[str] | None = None,
+    env: dict | None = None,
+    common_args=COMMON_ARGS,
+    script: str = "examples/train_stage2.py",
 ) -> None:
-    """`examples/train_stage2.py args` in 2 CPU processes (torchrun, gloo)."""
+    """`script args` in 2 CPU processes (torchrun, gloo)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"} | (env or {})
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     command += ["--master_port", str(free_port())]
-    command += [*(launcher or []), "examples/train_stage2.py", *args, *common_args, "--ddp_backend", "gloo"]
+    command += [*(launcher or []), script, *args, *common_args, "--ddp_backend", "gloo"]
     process = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
 
@@ -298,3 +302,39 @@ def test_models_are_built_whole_under_zero3_and_zero3_init_is_refused(zero3_init
             assert is_deepspeed_zero3_enabled()  # back on for the Trainer
     finally:
         unset_hf_deepspeed_config()
+
+
+def test_deepspeed_zero3_config_runs_stage1(cf_run, stage1_run, tiny_dataset, text_encoder_dir, tmp_path):
+    """Stage 1 under `deepspeed_zero3.yaml` over 2 CPU processes: the CF model and the sentence encoder load whole
+    (not as the empty shards ZeRO-3 would create), the aligner trains, and the saved aligner holds whole weights: the
+    frozen CF model exactly as pretrained."""
+    pytest.importorskip("deepspeed")
+    from allmrec_hf import ALLMRecAlignerModel
+
+    env = accelerate_deepspeed_environment(str(REPO / "examples" / "accelerate_configs" / "deepspeed_zero3.yaml"))
+    env |= {"ACCELERATE_MIXED_PRECISION": "no", "DS_ACCELERATOR": "cpu"}
+    output = tmp_path / "stage1_zero3"
+    args = ["--dataset_dir", tiny_dataset, "--output_dir", str(output), "--cf_model_path", cf_run.output_dir]
+    args += ["--text_encoder", text_encoder_dir, "--latent_size", "16", "--item_text_max_length", "16"]
+    args += [
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--learning_rate",
+        "1e-3",
+        "--save_strategy",
+        "no",
+    ]
+    at = COMMON_ARGS.index("--use_cpu")
+    run_two_processes(
+        args, env=env, common_args=COMMON_ARGS[:at] + COMMON_ARGS[at + 2 :], script="examples/train_stage1.py"
+    )
+
+    saved = ALLMRecAlignerModel.from_pretrained(output).state_dict()
+    initial = stage1_run.initial  # the aligner as built before its own stage-1 training (same seed and encoder)
+    assert all(saved[name].shape == value.shape for name, value in initial.items())
+    cf = {name: value for name, value in initial.items() if name.startswith("cf_model.")}
+    assert cf and all(torch.equal(saved[name], value) for name, value in cf.items())
+    trained = [name for name in initial if name.startswith(("item_encoder", "text_latent_encoder"))]
+    assert trained and not all(torch.equal(saved[name], initial[name]) for name in trained)
