@@ -123,7 +123,7 @@ def run_two_processes(
     env: dict | None = None,
     common_args=COMMON_ARGS,
     script: str = "examples/train_stage2.py",
-) -> None:
+) -> subprocess.CompletedProcess:
     """`script args` in 2 CPU processes (torchrun, gloo)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"} | (env or {})
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
@@ -133,6 +133,7 @@ def run_two_processes(
     command += [*(launcher or []), script, *args, *common_args, "--ddp_backend", "gloo"]
     process = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    return process
 
 
 def assert_projectors_match(got: dict, run, rtol=1e-5, atol=1e-6) -> None:
@@ -338,3 +339,39 @@ def test_deepspeed_zero3_config_runs_stage1(cf_run, stage1_run, tiny_dataset, te
     assert cf and all(torch.equal(saved[name], value) for name, value in cf.items())
     trained = [name for name in initial if name.startswith(("item_encoder", "text_latent_encoder"))]
     assert trained and not all(torch.equal(saved[name], initial[name]) for name in trained)
+
+
+@pytest.mark.parametrize("config", ["fsdp", "deepspeed_zero3"])
+def test_sharded_run_resumed_from_its_checkpoint_ends_like_an_uninterrupted_one(config, stage2_command, tmp_path):
+    """Under FSDP2 and ZeRO-3 the Trainer writes its own sharded-state checkpoints; a run stopped after step 2 and
+    started again with the same command resumes from checkpoint-2 (model and optimizer state) and ends with the
+    uninterrupted run's weights (constant learning rate, so stopping early does not change the schedule)."""
+    yaml = str(REPO / "examples" / "accelerate_configs" / f"{config}.yaml")
+    extra = ["--lr_scheduler_type", "constant", "--save_steps", "2"]
+    if config == "fsdp":
+        env, launcher, common = (
+            accelerate_launch_environment(yaml),
+            [str(REPO / "tests" / "accelerate_fsdp_on_cpu.py")],
+            COMMON_ARGS,
+        )
+    else:
+        pytest.importorskip("deepspeed")
+        env, launcher = accelerate_deepspeed_environment(yaml) | {"DS_ACCELERATOR": "cpu"}, []
+        at = COMMON_ARGS.index("--use_cpu")
+        common = COMMON_ARGS[:at] + COMMON_ARGS[at + 2 :]
+    env["ACCELERATE_MIXED_PRECISION"] = "no"
+    uninterrupted, stopped = tmp_path / "uninterrupted", tmp_path / "stopped"
+    run_two_processes(two_step_args(stage2_command, uninterrupted) + extra, launcher, env, common)
+
+    args = two_step_args(stage2_command, stopped) + extra
+    args[args.index("--max_steps") + 1] = "2"
+    run_two_processes(args, launcher, env, common)
+    assert (stopped / "checkpoint-2" / "trainer_state.json").is_file()
+    os.remove(stopped / RESULTS_FILE)  # as if the run had been killed after its checkpoint
+    args[args.index("--max_steps") + 1] = "4"
+    resumed = run_two_processes(args, launcher, env, common)
+    assert resumed.stdout.count("{'loss':") == 2  # steps 3 and 4 only: it did resume
+
+    expected, got = load_file(uninterrupted / "model.safetensors"), load_file(stopped / "model.safetensors")
+    names = [name for name in expected if "projector" in name]
+    assert len(names) == 12 and all(torch.equal(got[name], expected[name]) for name in names)
