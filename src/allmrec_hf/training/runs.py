@@ -1,5 +1,6 @@
 """What every training script does around its Trainer: parse arguments, set up logging, pick the training rows,
-find the checkpoint to resume from, skip a stage that already finished, and write `all_results.json`."""
+find the checkpoint to resume from, skip a stage that already finished, build its model whole and save it under
+FSDP / DeepSpeed, and write `all_results.json`."""
 
 from __future__ import annotations
 
@@ -112,7 +113,7 @@ def write_results(output_dir: str, results: dict) -> None:
     write_json(os.path.join(output_dir, RESULTS_FILE), results)
 
 
-def full_state_dict(trainer) -> dict | None:
+def full_state_dict(trainer: transformers.Trainer) -> dict | None:
     """The trained model's full state dict when the Trainer sharded its parameters (FSDP, DeepSpeed ZeRO-3): a
     collective call that every process must make (the main process gets the gathered tensors). None when the
     parameters are not sharded (single process, DDP): `save_pretrained` then reads the model itself.
@@ -127,7 +128,7 @@ def full_state_dict(trainer) -> dict | None:
     return None
 
 
-def save_trained_model(trainer, model, output_dir: str) -> bool:
+def save_trained_model(trainer: transformers.Trainer, model: transformers.PreTrainedModel, output_dir: str) -> bool:
     """`model.save_pretrained(output_dir)` at the end of a training script, from the main process, with the full
     state dict gathered first under FSDP / DeepSpeed (`full_state_dict`; every process must call this). Returns
     whether this process is the one that wrote."""
@@ -139,7 +140,7 @@ def save_trained_model(trainer, model, output_dir: str) -> bool:
 
 
 @contextlib.contextmanager
-def models_built_whole(training_args):
+def models_built_whole(training_args: transformers.TrainingArguments):
     """Build the stage's model inside this context: under DeepSpeed ZeRO-3, transformers would otherwise create
     every model (`from_pretrained`, `from_config`) already partitioned by `deepspeed.zero.Init`, and the builders,
     which assemble a stage's model from checkpoints by copying weights, would copy empty shards. The model is built
