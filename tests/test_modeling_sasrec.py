@@ -358,3 +358,43 @@ def test_config_round_trip(tmp_path):
     assert (loaded.num_items, loaded.hidden_size, loaded.num_attention_heads) == (12, 16, 4)
     assert loaded.loss_type == "ce"
     assert loaded.max_seq_length == 7 and loaded.vocab_size == 13
+
+
+def test_save_pretrained_refuses_sharded_parameters_and_saves_under_fsdp2_with_the_gathered_state(tmp_path):
+    """Under FSDP2 a model's parameters are this process's shards (DTensors) and its class is one FSDP generates in
+    torch's modules. `save_pretrained` without a gathered `state_dict` stops with an error that says what to do,
+    before writing anything; with one it writes whole weights under the model's own class and code."""
+    import socket
+
+    import torch.distributed as dist
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.fsdp import fully_shard
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        model = make_model()
+        expected = {name: value.clone() for name, value in model.state_dict().items()}
+        fully_shard(model)
+        assert type(model).__name__ == "FSDPSASRecModel"
+        with pytest.raises(ValueError, match=r"sharded across processes .*save_trained_model"):
+            model.save_pretrained(tmp_path / "shards")
+        assert not (tmp_path / "shards").exists()
+
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+        model.save_pretrained(tmp_path / "whole", state_dict=state)
+        assert type(model).__name__ == "FSDPSASRecModel"  # the class is only swapped while saving
+    finally:
+        dist.destroy_process_group()
+    saved = load_file(tmp_path / "whole" / "model.safetensors")
+    assert set(saved) == set(expected)
+    assert all(torch.equal(saved[name], value) for name, value in expected.items())
+    config = AutoConfig.from_pretrained(tmp_path / "whole")
+    assert config.auto_map["AutoModel"] == "modeling_sasrec.SASRecModel"
+    assert (tmp_path / "whole" / "modeling_sasrec.py").is_file()
+    assert not any(path.name.startswith("_fsdp") for path in (tmp_path / "whole").iterdir())
+    reloaded = AutoModel.from_pretrained(tmp_path / "whole", trust_remote_code=True)
+    assert all(torch.equal(reloaded.state_dict()[name], value) for name, value in expected.items())

@@ -83,6 +83,16 @@ def defining_model_class(cls: type) -> type:
     return next((klass for klass in cls.__mro__ if not klass.__module__.startswith("torch.")), cls)
 
 
+def sharded_parameter_names(model: nn.Module) -> list[str]:
+    """Names of `model`'s parameters that hold only this process's shard: FSDP2's DTensors and DeepSpeed ZeRO-3's
+    partitioned parameters (which carry a `ds_id`)."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch built without distributed support
+        DTensor = ()
+    return [name for name, p in model.named_parameters() if isinstance(p, DTensor) or hasattr(p, "ds_id")]
+
+
 def save_as_defining_class(save_pretrained):
     """Decorates a `save_pretrained` so that it runs with the model's own class (`defining_model_class`).
 
@@ -93,6 +103,15 @@ def save_as_defining_class(save_pretrained):
     @functools.wraps(save_pretrained)
     def wrapper(self, *args, **kwargs):
         wrapped, own = type(self), defining_model_class(type(self))
+        if kwargs.get("state_dict") is None:
+            sharded = sharded_parameter_names(self)
+            if sharded:
+                raise ValueError(
+                    f"{own.__name__}.save_pretrained: {len(sharded)} parameters (e.g. {sharded[0]}) are sharded across "
+                    "processes (FSDP / DeepSpeed ZeRO-3), so this would write one process's shards. Gather the full "
+                    "state dict on every process and pass it as state_dict= from the main process: "
+                    "allmrec_hf.training.runs.save_trained_model(trainer, model, output_dir) does both."
+                )
         if own is wrapped:
             return save_pretrained(self, *args, **kwargs)
         self.__class__ = own
