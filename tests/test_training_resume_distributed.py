@@ -228,6 +228,11 @@ def test_fsdp2_config_trains_and_saves_a_loadable_recommender(
     assert frozen and all(torch.equal(loaded.state_dict()[name], reference[name]) for name in frozen)
 
 
+# Accelerate runs DeepSpeed only without `use_cpu` (on a machine without GPUs it then runs on the CPU anyway).
+_USE_CPU = COMMON_ARGS.index("--use_cpu")
+DEEPSPEED_COMMON_ARGS = COMMON_ARGS[:_USE_CPU] + COMMON_ARGS[_USE_CPU + 2 :]
+
+
 def accelerate_deepspeed_environment(config_file: str) -> dict[str, str]:
     """The Accelerate and DeepSpeed settings `accelerate launch --config_file config_file` hands each process."""
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
@@ -255,9 +260,7 @@ def test_deepspeed_zero3_config_matches_one_process_and_saves_a_loadable_recomme
     assert env["ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL"] == "true"  # the final save needs it
     env |= {"ACCELERATE_MIXED_PRECISION": "no", "DS_ACCELERATOR": "cpu"}
     output = tmp_path / "zero3"
-    at = COMMON_ARGS.index("--use_cpu")
-    common = COMMON_ARGS[:at] + COMMON_ARGS[at + 2 :]  # Accelerate runs DeepSpeed only without use_cpu
-    run_two_processes(two_step_args(stage2_command, output), env=env, common_args=common)
+    run_two_processes(two_step_args(stage2_command, output), env=env, common_args=DEEPSPEED_COMMON_ARGS)
 
     run, _ = accumulated_single_run
     state = json.loads((output / "checkpoint-4" / "trainer_state.json").read_text())
@@ -327,10 +330,7 @@ def test_deepspeed_zero3_config_runs_stage1(cf_run, stage1_run, tiny_dataset, te
         "--save_strategy",
         "no",
     ]
-    at = COMMON_ARGS.index("--use_cpu")
-    run_two_processes(
-        args, env=env, common_args=COMMON_ARGS[:at] + COMMON_ARGS[at + 2 :], script="examples/train_stage1.py"
-    )
+    run_two_processes(args, env=env, common_args=DEEPSPEED_COMMON_ARGS, script="examples/train_stage1.py")
 
     saved = ALLMRecAlignerModel.from_pretrained(output).state_dict()
     initial = stage1_run.initial  # the aligner as built before its own stage-1 training (same seed and encoder)
@@ -357,8 +357,7 @@ def test_sharded_run_resumed_from_its_checkpoint_ends_like_an_uninterrupted_one(
     else:
         pytest.importorskip("deepspeed")
         env, launcher = accelerate_deepspeed_environment(yaml) | {"DS_ACCELERATOR": "cpu"}, []
-        at = COMMON_ARGS.index("--use_cpu")
-        common = COMMON_ARGS[:at] + COMMON_ARGS[at + 2 :]
+        common = DEEPSPEED_COMMON_ARGS
     env["ACCELERATE_MIXED_PRECISION"] = "no"
     uninterrupted, stopped = tmp_path / "uninterrupted", tmp_path / "stopped"
     run_two_processes(two_step_args(stage2_command, uninterrupted) + extra, launcher, env, common)
