@@ -7,7 +7,8 @@ Measured in one run, on the same batches (MovieLens-100k users, 20 candidates pe
 - for each precision setting, samples/s, tokens/s, the FLOPs actually executed per step (forward and backward,
   counted by `torch.utils.flop_counter.FlopCounterMode`), achieved FLOP/s as a fraction of that peak, and peak
   resident memory;
-- a profile of one step of the best uncompiled setting: where the time goes, by operator;
+- a profile of one step of bf16 weights with eager attention: where the time goes, by operator;
+- `attn_implementation="causal_blocks"` (allmrec_hf's eager attention without the masked key blocks);
 - the same with the LM's decoder compiled by `torch.compile` (inductor), which fuses the elementwise work the
   profile shows (the first pass over the batches includes the compilation and is not timed).
 
@@ -179,6 +180,7 @@ def main() -> None:
         ("fp32, sdpa", None, False, None, args.batch_size, False),
         ("bf16 autocast, sdpa", None, True, None, args.batch_size, False),
         ("bf16 weights, eager attention", torch.bfloat16, False, "eager", args.batch_size, False),
+        ("bf16 weights, causal_blocks", torch.bfloat16, False, "causal_blocks", args.batch_size, False),
         ("bf16 weights, sdpa, compiled LM", torch.bfloat16, False, "sdpa", args.batch_size, True),
         ("bf16 weights, eager, compiled LM", torch.bfloat16, False, "eager", args.batch_size, True),
     )

@@ -82,7 +82,8 @@ class QuickstartArguments:
     )
     lm_dtype: str = field(default="bfloat16", metadata={"help": "Stage-2 and evaluation LM weights dtype."})
     attn_implementation: str = field(
-        default="eager", metadata={"help": "The LM's attention (eager is fastest for SmolLM2 in bf16 on CPU)."}
+        default="causal_blocks",
+        metadata={"help": "The LM's attention (causal_blocks: eager's results, faster and smaller on CPU)."},
     )
     stage2_learning_rate: float = field(default=1e-3, metadata={"help": "Stage-2 learning rate."})
     cf_model: str = field(

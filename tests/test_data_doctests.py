@@ -26,6 +26,7 @@ MODULES = [
     "allmrec_hf.data.readers.unisrec",
     "allmrec_hf.evaluation.metrics",
     "allmrec_hf.candidate_tree",
+    "allmrec_hf.causal_blocks_attention",
 ]
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 _FENCE = re.compile(r"^[ \t]*```(?:python)?[ \t]*$", re.M)

@@ -18,6 +18,7 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput, logging
 
 from .candidate_tree import build_candidate_token_tree
+from .causal_blocks_attention import CAUSAL_BLOCKS  # importing it registers attn_implementation="causal_blocks"
 from .configuration_allmrec import ALLMRecAlignerConfig, ALLMRecConfig
 from .modeling_cf_common import save_as_defining_class
 from .modeling_gru4rec import GRU4RecModel
@@ -714,8 +715,9 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         packing = self.supports_candidate_packing(total_length)
         if candidate_packing and not packing:
             raise ValueError(
-                "candidate_packing=True needs an LM that takes a custom 4D attention mask (eager or sdpa attention, "
-                f"masks from masking_utils, no sliding window under {total_length} tokens); "
+                "candidate_packing=True needs an LM that takes a custom 4D attention mask (eager, sdpa or "
+                "causal_blocks attention, masks from masking_utils, no sliding window under "
+                f"{total_length} tokens); "
                 f"{type(self.language_model).__name__} runs {self.language_model.config._attn_implementation!r}."
             )
         packing = packing if candidate_packing is None else candidate_packing
@@ -755,11 +757,12 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         return scores
 
     def supports_candidate_packing(self, total_length: int | None = None) -> bool:
-        """Whether `score_candidates` can pack candidates into token trees for this LM: its attention is eager or
-        SDPA, its modeling code builds masks through transformers' `masking_utils` (so it takes a custom 4D mask
-        as-is), and no sliding window is shorter than `total_length` (prompt plus the longest answer)."""
+        """Whether `score_candidates` can pack candidates into token trees for this LM: its attention is eager,
+        SDPA or `causal_blocks`, its modeling code builds masks through transformers' `masking_utils` (so it takes
+        a custom 4D mask as-is), and no sliding window is shorter than `total_length` (prompt plus the longest
+        answer)."""
         config = self.language_model.config
-        if getattr(config, "_attn_implementation", None) not in ("eager", "sdpa"):
+        if getattr(config, "_attn_implementation", None) not in ("eager", "sdpa", CAUSAL_BLOCKS):
             return False
         module = sys.modules.get(type(self.language_model).__module__)
         if getattr(module, "create_causal_mask", None) is None:

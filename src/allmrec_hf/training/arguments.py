@@ -111,7 +111,10 @@ class Stage2ModelArguments:
     )
     attn_implementation: str | None = field(
         default=None,
-        metadata={"help": "The LM's attention (eager, sdpa, ...); on CPU, eager trains faster (see benchmarks/)."},
+        metadata={
+            "help": "The LM's attention (eager, sdpa, causal_blocks, ...); on CPU, eager or causal_blocks trains "
+            "faster than sdpa (see benchmarks/)."
+        },
     )
     compile_language_model: bool = field(
         default=False,

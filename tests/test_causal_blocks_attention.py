@@ -1,0 +1,199 @@
+"""attn_implementation="causal_blocks": the same attention as eager, computed block by block without the keys a
+causal mask hides and without copying grouped key/value heads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+from allmrec_hf import causal_blocks_attention
+from allmrec_hf.causal_blocks_attention import CAUSAL_BLOCKS, causal_blocks_attention_forward
+from conftest import LM_FAMILIES, build_model
+from test_modeling_allmrec import CANDIDATES, HISTORIES, TARGETS, model_inputs
+
+
+class CausalModule(nn.Module):
+    is_causal = True
+
+
+def eager_reference(query, key, value, mask, scaling):
+    """transformers' eager attention, written out: repeated key/value heads, full scores, additive mask."""
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    scores = query @ key.transpose(2, 3) * scaling
+    if mask is not None:
+        scores = scores + mask
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    return (weights @ value).transpose(1, 2)
+
+
+def causal_mask(batch, q_len, kv_len, padding=(0,), heads=1, dtype=torch.float32, boolean=False):
+    """Queries at the last q_len key positions; row r left-padded by padding[r] keys. Returns the mask and which
+    query rows see at least one key (fully hidden rows are padding, whose output no one reads)."""
+    positions = torch.arange(kv_len - q_len, kv_len)[:, None]
+    visible = (torch.arange(kv_len)[None, :] <= positions)[None].repeat(batch, 1, 1)
+    for row, pad in enumerate(padding):
+        visible[row, :, :pad] = False
+    visible = visible[:, None].expand(batch, heads, q_len, kv_len)
+    live = visible.any(-1)  # (batch, heads, q)
+    if boolean:
+        return visible, live
+    return torch.zeros(visible.shape, dtype=dtype).masked_fill(~visible, torch.finfo(dtype).min), live
+
+
+@pytest.mark.parametrize(
+    "q_len, kv_len, heads, kv_heads",
+    [(300, 300, 6, 2), (300, 300, 4, 4), (1, 301, 6, 3), (140, 400, 6, 2), (5, 5, 2, 1), (520, 520, 4, 2)],
+)
+def test_matches_eager_attention_forward_and_backward(q_len, kv_len, heads, kv_heads):
+    torch.manual_seed(0)
+    query = torch.randn(2, heads, q_len, 8, requires_grad=True)
+    key = torch.randn(2, kv_heads, kv_len, 8, requires_grad=True)
+    value = torch.randn(2, kv_heads, kv_len, 8, requires_grad=True)
+    mask, live = causal_mask(2, q_len, kv_len, padding=(0, 7))
+    out, weights = causal_blocks_attention_forward(CausalModule(), query, key, value, mask, scaling=0.3)
+    expected = eager_reference(query, key, value, mask, 0.3)
+    rows = live[:, 0]  # (batch, q): compare the rows that see a key
+    assert weights is None and out.shape == (2, q_len, heads, 8)
+    torch.testing.assert_close(out[rows], expected[rows], rtol=1e-5, atol=1e-5)
+    grad_out = torch.randn_like(out) * rows[:, :, None, None]
+    grads = torch.autograd.grad(out, (query, key, value), grad_out)
+    expected_grads = torch.autograd.grad(expected, (query, key, value), grad_out)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_splits_long_queries_into_blocks_and_skips_hidden_keys(monkeypatch):
+    """With 300 queries and blocks of 64, the products stop at each block's last key."""
+    monkeypatch.setattr(causal_blocks_attention, "BLOCK_SIZE", 64)
+    seen = []
+    original = torch.matmul
+
+    def recording_matmul(a, b):
+        seen.append(tuple(b.shape))
+        return original(a, b)
+
+    monkeypatch.setattr(torch, "matmul", recording_matmul)
+    q = torch.randn(1, 4, 300, 8)
+    kv = torch.randn(1, 2, 300, 8)
+    causal_blocks_attention_forward(CausalModule(), q, kv, kv, None, scaling=1.0)
+    key_lengths = [shape[-1] for shape in seen[0::2]]
+    assert key_lengths == [75, 150, 225, 300]  # 4 blocks (MAX_BLOCKS) of 75 queries each
+
+
+@pytest.mark.parametrize("variant", ["none", "boolean", "per_head", "bfloat16"])
+def test_mask_forms(variant):
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if variant == "bfloat16" else torch.float32
+    query = torch.randn(2, 6, 260, 8, dtype=dtype)
+    key, value = torch.randn(2, 3, 260, 8, dtype=dtype), torch.randn(2, 3, 260, 8, dtype=dtype)
+    padding = (0,) if variant == "none" else (0, 5)
+    reference_mask, live = causal_mask(2, 260, 260, padding=padding, dtype=dtype)
+    if variant == "none":
+        mask = None
+    elif variant == "boolean":
+        mask, _ = causal_mask(2, 260, 260, padding=padding, boolean=True)
+    elif variant == "per_head":
+        mask, _ = causal_mask(2, 260, 260, padding=padding, heads=6)
+    else:
+        mask = reference_mask
+    out, _ = causal_blocks_attention_forward(CausalModule(), query, key, value, mask, scaling=0.35)
+    expected = eager_reference(query, key, value, reference_mask, 0.35)
+    rows = live[:, 0]
+    tolerance = 2e-2 if dtype == torch.bfloat16 else 1e-5
+    torch.testing.assert_close(out[rows], expected[rows], rtol=tolerance, atol=tolerance)
+
+
+def test_refuses_what_it_does_not_compute():
+    q, kv = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8)
+    with pytest.raises(ValueError, match="soft-capping"):
+        causal_blocks_attention_forward(CausalModule(), q, kv, kv, None, scaling=1.0, softcap=50.0)
+    with pytest.raises(ValueError, match="sinks"):
+        causal_blocks_attention_forward(CausalModule(), q, kv, kv, None, scaling=1.0, s_aux=torch.zeros(2))
+    bidirectional = CausalModule()
+    bidirectional.is_causal = False
+    with pytest.raises(ValueError, match="needs causal attention"):
+        causal_blocks_attention_forward(bidirectional, q, kv, kv, None, scaling=1.0)
+    with pytest.raises(ValueError, match="3 query heads"):
+        causal_blocks_attention_forward(CausalModule(), torch.randn(1, 3, 4, 8), kv, kv, None, scaling=1.0)
+
+
+def with_attention(model, implementation):
+    model.language_model.config._attn_implementation = implementation
+    return model
+
+
+@pytest.mark.parametrize("family", LM_FAMILIES)
+def test_recommender_trains_ranks_and_generates_as_with_eager(family, processor, monkeypatch):
+    """Every LM family in the tests: the stage-2 loss and the projectors' gradients, the token-tree candidate
+    scores (a custom 4D mask over a cached prompt) and greedy generation (one query against the cache) equal
+    eager attention's. Blocks of 8 queries, so the tiny prompts span several blocks."""
+    monkeypatch.setattr(causal_blocks_attention, "BLOCK_SIZE", 8)
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES, targets=TARGETS)
+    results = {}
+    for implementation in ("eager", CAUSAL_BLOCKS):
+        model = with_attention(build_model(family, processor), implementation).train()
+        for module in model.modules():  # dropout off: the two runs must see the same network
+            if isinstance(module, nn.Dropout):
+                module.p = 0.0
+        loss = model(**model_inputs(batch)).loss
+        loss.backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.requires_grad}
+        model.eval()
+        inference = processor(histories=HISTORIES, candidates=CANDIDATES)
+        with torch.no_grad():
+            scores = model.score_candidates(**inference)
+        keys = ("input_ids", "attention_mask", "cf_input_ids", "item_ids")
+        generated = model.generate(**{k: inference[k] for k in keys}, max_new_tokens=4, do_sample=False)
+        results[implementation] = loss.detach(), grads, scores, generated
+        assert model.supports_candidate_packing(10)  # (gemma3 has a 16-token window)
+    (loss, grads, scores, generated), (b_loss, b_grads, b_scores, b_generated) = results.values()
+    torch.testing.assert_close(b_loss, loss, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == b_grads.keys() and grads
+    for name in grads:
+        torch.testing.assert_close(b_grads[name], grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    torch.testing.assert_close(b_scores, scores, rtol=1e-5, atol=1e-5)
+    assert torch.equal(b_generated, generated)
+
+
+def test_from_pretrained_takes_it_by_name(processor, tmp_path):
+    """The name the scripts' --attn_implementation passes on to the LM's from_pretrained."""
+    build_model("llama", processor).language_model.save_pretrained(tmp_path / "lm")
+    lm = AutoModelForCausalLM.from_pretrained(tmp_path / "lm", attn_implementation=CAUSAL_BLOCKS).eval()
+    eager = AutoModelForCausalLM.from_pretrained(tmp_path / "lm", attn_implementation="eager").eval()
+    assert lm.config._attn_implementation == CAUSAL_BLOCKS
+    ids = torch.randint(4, 60, (2, 40))
+    mask = torch.ones_like(ids)
+    mask[0, :6] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(
+            lm(input_ids=ids, attention_mask=mask).logits[1], eager(input_ids=ids, attention_mask=mask).logits[1]
+        )
+
+
+def test_one_block_under_torch_compile(processor, monkeypatch):
+    """Compiled, it runs a single block (unrolled blocks compile for minutes and per prompt length) and still
+    equals eager attention."""
+    monkeypatch.setattr(causal_blocks_attention, "BLOCK_SIZE", 8)
+    seen = []
+    original = torch.matmul
+
+    def recording_matmul(a, b):
+        seen.append(tuple(b.shape))
+        return original(a, b)
+
+    model = build_model("llama", processor).language_model
+    ids = torch.randint(4, 60, (2, 40))
+    model.config._attn_implementation = "eager"
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    model.config._attn_implementation = CAUSAL_BLOCKS
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    monkeypatch.setattr(torch, "matmul", recording_matmul)
+    with torch.no_grad():
+        logits = compiled(input_ids=ids).logits
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+    assert seen and all(shape[-1] == 40 for shape in seen[0::2])  # every score product spans all 40 keys
+    torch._dynamo.reset()
