@@ -173,9 +173,9 @@ def test_from_pretrained_takes_it_by_name(processor, tmp_path):
         )
 
 
-def test_one_block_under_torch_compile(processor, monkeypatch):
-    """Compiled, it runs a single block (unrolled blocks compile for minutes and per prompt length) and still
-    equals eager attention."""
+def test_eager_computation_under_torch_compile(processor, monkeypatch):
+    """Compiled, it computes what eager attention does, which inductor fuses (the unrolled blocks took minutes to
+    compile, and recompiled per prompt length), and equals eager attention."""
     monkeypatch.setattr(causal_blocks_attention, "BLOCK_SIZE", 8)
     seen = []
     original = torch.matmul
@@ -196,4 +196,5 @@ def test_one_block_under_torch_compile(processor, monkeypatch):
         logits = compiled(input_ids=ids).logits
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
     assert seen and all(shape[-1] == 40 for shape in seen[0::2])  # every score product spans all 40 keys
+    assert all(shape[1] == 4 for shape in seen)  # against the 4 query heads' repeated key/value heads
     torch._dynamo.reset()
