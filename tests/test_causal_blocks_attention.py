@@ -89,7 +89,7 @@ def test_splits_long_queries_into_blocks_and_skips_hidden_keys(monkeypatch):
     assert key_lengths == [75, 150, 225, 300]  # 4 blocks (MAX_BLOCKS) of 75 queries each
 
 
-@pytest.mark.parametrize("variant", ["none", "boolean", "per_head", "bfloat16"])
+@pytest.mark.parametrize("variant", ["none", "boolean", "per_head", "per_head_broadcast", "bfloat16"])
 def test_mask_forms(variant):
     torch.manual_seed(0)
     dtype = torch.bfloat16 if variant == "bfloat16" else torch.float32
@@ -103,11 +103,14 @@ def test_mask_forms(variant):
         mask, _ = causal_mask(2, 260, 260, padding=padding, boolean=True)
     elif variant == "per_head":
         mask, _ = causal_mask(2, 260, 260, padding=padding, heads=6)
+    elif variant == "per_head_broadcast":  # one mask for the whole batch
+        reference_mask, live = causal_mask(1, 260, 260, heads=6)
+        mask = reference_mask
     else:
         mask = reference_mask
     out, _ = causal_blocks_attention_forward(CausalModule(), query, key, value, mask, scaling=0.35)
     expected = eager_reference(query, key, value, reference_mask, 0.35)
-    rows = live[:, 0]
+    rows = live[:, 0].expand(2, -1)
     tolerance = 2e-2 if dtype == torch.bfloat16 else 1e-5
     torch.testing.assert_close(out[rows], expected[rows], rtol=tolerance, atol=tolerance)
 

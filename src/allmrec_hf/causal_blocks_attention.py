@@ -8,7 +8,7 @@ implementation splits the queries into up to `MAX_BLOCKS` blocks of at least `BL
 each block only against the keys up to its last position, with the query heads that share a key/value head
 stacked into one matrix product against that head. The result is the same attention: the skipped scores are
 exactly the ones the mask gives zero weight (up to the rounding of a differently blocked product). With
-SmolLM2-135M in bfloat16 on 2 CPU cores (stage-2 training, 4 prompts of ~450 tokens) a step was ~7% faster than
+SmolLM2-135M in bfloat16 on 2 CPU cores (stage-2 training, 4 prompts of ~450 tokens) a step was 5-10% faster than
 with eager attention and the process peaked ~1.6 GB lower (fewer and smaller saved score matrices); see
 `benchmarks/stage2_training_speed.py`. Under `torch.compile` it computes what eager attention does, which
 inductor fuses: inductor compiled the blocks ~3 times slower than eager's attention (a 2-layer LM: 33 s, then 90 s
@@ -108,7 +108,7 @@ def causal_blocks_attention_forward(
         return _eager_attention(module, query, key, value, attention_mask, scaling, dropout, groups, offset), None
     if attention_mask is not None:
         if attention_mask.shape[1] != 1:  # per-head masks: (batch, kv_heads, groups, q_len, kv_len)
-            attention_mask = attention_mask.reshape(batch, kv_heads, groups, q_len, kv_len)
+            attention_mask = attention_mask.reshape(-1, kv_heads, groups, q_len, kv_len)
         else:
             attention_mask = attention_mask[:, :, None]
     grouped = query.view(batch, kv_heads, groups, q_len, head_dim)

@@ -1099,7 +1099,7 @@ def make_output_embedding_input_contiguous(language_model: nn.Module) -> None:
     the last one at inference, the answer's in stage-2 training) before the head, and `torch.matmul` does not fold
     a non-contiguous 3D input into one matrix product when the weight does not require grad (a frozen LM): it
     expands the weight per batch row and copies it, which on CPU costs ~0.3 s per call for a 49k-token vocabulary
-    at batch 4 (and as much again in the backward pass), against ~4 ms for the product itself. Copying the kept
+    at batch 4 (and ~0.07 s more in the backward pass), against ~4 ms for the product itself. Copying the kept
     positions instead is exact and costs microseconds; it made a SmolLM2 stage-2 step on 2 CPU cores ~17% faster
     with the same memory growth over 30 steps. Registered once per head."""
     get_head = getattr(language_model, "get_output_embeddings", None)
