@@ -10,9 +10,10 @@ stacked into one matrix product against that head. The result is the same attent
 exactly the ones the mask gives zero weight (up to the rounding of a differently blocked product). With
 SmolLM2-135M in bfloat16 on 2 CPU cores (stage-2 training, 4 prompts of ~450 tokens) a step was 5-10% faster than
 with eager attention and the process peaked ~1.6 GB lower (fewer and smaller saved score matrices); see
-`benchmarks/stage2_training_speed.py`. Under `torch.compile` it computes what eager attention does, which
-inductor fuses: inductor compiled the blocks ~3 times slower than eager's attention (a 2-layer LM: 33 s, then 90 s
-to recompile for dynamic prompt lengths, against 17 s and 24 s) and 3.6 minutes for SmolLM2's 30 layers.
+`benchmarks/stage2_training_speed.py`. Under `torch.compile` it runs one block (still without copying key/value
+heads): inductor compiled the unrolled blocks ~3 times slower than eager's attention (a 2-layer LM: 33 s, then 90 s
+to recompile for dynamic prompt lengths, against 17 s and 24 s), while one block compiles as fast as eager (cold
+inductor cache, 2 layers: 29 s + 26 s against 35 s + 32 s).
 
 It needs a causal mask: no query may see a key after its own position (transformers' causal-LM masks, with or
 without padding, sliding windows or a cache, and `score_candidates`' token trees all qualify). It refuses what
@@ -53,23 +54,6 @@ def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask
 
 
-def _eager_attention(module, query, key, value, attention_mask, scaling, dropout, groups, offset) -> torch.Tensor:
-    """transformers' eager attention: key/value heads repeated, every score computed, the mask added."""
-    batch, kv_heads, kv_len, head_dim = key.shape
-    key = key[:, :, None].expand(batch, kv_heads, groups, kv_len, head_dim).reshape(batch, -1, kv_len, head_dim)
-    value = value[:, :, None].expand(batch, kv_heads, groups, kv_len, value.shape[-1])
-    value = value.reshape(batch, -1, kv_len, value.shape[-1])
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        scores = scores + attention_mask
-    else:
-        future = torch.ones(query.shape[2], kv_len, dtype=torch.bool, device=query.device).triu_(offset + 1)
-        scores = scores.masked_fill(future, torch.finfo(scores.dtype).min)
-    weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
-    return torch.matmul(weights, value).transpose(1, 2).contiguous()
-
-
 def causal_blocks_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -103,9 +87,6 @@ def causal_blocks_attention_forward(
     offset = kv_len - q_len  # query i sits at key position offset + i (or earlier, with a static cache)
     if attention_mask is not None:
         attention_mask = _additive(attention_mask[..., :kv_len], query.dtype)
-    if torch.compiler.is_compiling():
-        # Compiled: eager's computation, which inductor fuses; it compiled the unrolled blocks ~3x slower.
-        return _eager_attention(module, query, key, value, attention_mask, scaling, dropout, groups, offset), None
     if attention_mask is not None:
         if attention_mask.shape[1] != 1:  # per-head masks: (batch, kv_heads, groups, q_len, kv_len)
             attention_mask = attention_mask.reshape(-1, kv_heads, groups, q_len, kv_len)
@@ -113,7 +94,8 @@ def causal_blocks_attention_forward(
             attention_mask = attention_mask[:, :, None]
     grouped = query.view(batch, kv_heads, groups, q_len, head_dim)
     outputs = []
-    blocks = max(1, min(MAX_BLOCKS, q_len // BLOCK_SIZE))
+    # Compiled, one block: inductor compiled the unrolled blocks ~3x slower.
+    blocks = 1 if torch.compiler.is_compiling() else max(1, min(MAX_BLOCKS, q_len // BLOCK_SIZE))
     step = q_len // blocks
     for index in range(blocks):
         start, stop = index * step, q_len if index == blocks - 1 else (index + 1) * step
