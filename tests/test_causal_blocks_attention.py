@@ -3,10 +3,12 @@ causal mask hides and without copying grouped key/value heads."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM
+from transformers import AttentionInterface, AutoModelForCausalLM
 
 from allmrec_hf import causal_blocks_attention
 from allmrec_hf.causal_blocks_attention import CAUSAL_BLOCKS, causal_blocks_attention_forward
@@ -89,10 +91,14 @@ def test_splits_long_queries_into_blocks_and_skips_hidden_keys(monkeypatch):
     assert key_lengths == [75, 150, 225, 300]  # 4 blocks (MAX_BLOCKS) of 75 queries each
 
 
-@pytest.mark.parametrize("variant", ["none", "boolean", "per_head", "per_head_broadcast", "bfloat16"])
+@pytest.mark.parametrize(
+    "variant", ["none", "boolean", "per_head", "per_head_broadcast", "bfloat16", "float32_mask_bfloat16_attention"]
+)
 def test_mask_forms(variant):
+    """The mask forms transformers passes. A float32 mask with bfloat16 queries is what bf16 autocast over a
+    float32 LM gives: its minimum would round to -inf in bfloat16 and turn fully hidden padding rows into NaN."""
     torch.manual_seed(0)
-    dtype = torch.bfloat16 if variant == "bfloat16" else torch.float32
+    dtype = torch.bfloat16 if "bfloat16" in variant else torch.float32
     query = torch.randn(2, 6, 260, 8, dtype=dtype)
     key, value = torch.randn(2, 3, 260, 8, dtype=dtype), torch.randn(2, 3, 260, 8, dtype=dtype)
     padding = (0,) if variant == "none" else (0, 5)
@@ -106,10 +112,13 @@ def test_mask_forms(variant):
     elif variant == "per_head_broadcast":  # one mask for the whole batch
         reference_mask, live = causal_mask(1, 260, 260, heads=6)
         mask = reference_mask
+    elif variant == "float32_mask_bfloat16_attention":
+        mask, _ = causal_mask(2, 260, 260, padding=padding)
     else:
         mask = reference_mask
     out, _ = causal_blocks_attention_forward(CausalModule(), query, key, value, mask, scaling=0.35)
     expected = eager_reference(query, key, value, reference_mask, 0.35)
+    assert not out.isnan().any()
     rows = live[:, 0].expand(2, -1)
     tolerance = 2e-2 if dtype == torch.bfloat16 else 1e-5
     torch.testing.assert_close(out[rows], expected[rows], rtol=tolerance, atol=tolerance)
@@ -182,21 +191,121 @@ def test_from_pretrained_takes_it_by_name(processor, tmp_path):
         )
 
 
-def test_one_block_under_torch_compile(processor, monkeypatch):
-    """Compiled, it runs one block (inductor compiled the unrolled blocks ~3x slower), still against the shared
-    key/value heads, and equals eager attention."""
+def compiled_attention_run(model, ids, implementation):
+    """Logits and the gradient of a loss on them with respect to the input embeddings."""
+    model.config._attn_implementation = implementation
+    embeds = model.get_input_embeddings()(ids).detach().requires_grad_()
+    logits = model(inputs_embeds=embeds).logits
+    (grad,) = torch.autograd.grad(logits.square().mean(), embeds)
+    return logits.detach(), grad
+
+
+def test_torch_compile_calls_the_blocks_as_one_operator(processor, monkeypatch):
+    """torch.compile (full graph, dynamic prompt lengths, through AOT autograd) keeps the operator whole: the
+    blocks run inside it, each against its own keys and the shared key/value heads, and the logits and gradients
+    equal eager attention's."""
     monkeypatch.setattr(causal_blocks_attention, "BLOCK_SIZE", 8)
-    model = build_model("llama", processor).language_model
-    ids = torch.randint(4, 60, (2, 40))
-    model.config._attn_implementation = "eager"
-    with torch.no_grad():
-        expected = model(input_ids=ids).logits
-    model.config._attn_implementation = CAUSAL_BLOCKS
-    compiled = torch.compile(model, backend="eager", fullgraph=True)
-    seen = record_matmul_operands(monkeypatch)
-    with torch.no_grad():
-        logits = compiled(input_ids=ids).logits
-    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
-    assert seen and all(shape[-1] == 40 for shape in seen[0::2])  # every score product spans all 40 keys
-    assert all(shape[1] == 2 for shape in seen)  # against the 2 key/value heads, not 4 repeated copies
-    torch._dynamo.reset()
+    lm = build_model("llama", processor).language_model
+    compiled = torch.compile(lm, backend="aot_eager", fullgraph=True, dynamic=True)
+    try:
+        for length in (40, 33):
+            ids = torch.randint(4, 60, (2, length))
+            expected = compiled_attention_run(lm, ids, "eager")
+            seen = record_matmul_operands(monkeypatch)
+            got = compiled_attention_run(compiled, ids, CAUSAL_BLOCKS)
+            monkeypatch.undo()
+            monkeypatch.setattr(causal_blocks_attention, "BLOCK_SIZE", 8)
+            block = length // 4
+            first_layer = [shape[-1] for shape in seen[0:8:2]]
+            assert first_layer == [block, 2 * block, 3 * block, length]  # 4 blocks (MAX_BLOCKS), own keys each
+            assert all(shape[1] == 2 for shape in seen)  # the 2 key/value heads, not 4 repeated copies
+            for value, want in zip(got, expected, strict=True):
+                torch.testing.assert_close(value, want, rtol=1e-4, atol=1e-5)
+    finally:
+        torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("keep_weights", [True, False])
+def test_operator_passes_opcheck(keep_weights):
+    """torch.library's checks of the custom operator: schema, fake (meta) implementation, autograd registration
+    and AOT dispatch with dynamic shapes."""
+    torch.manual_seed(0)
+    q = torch.randn(2, 4, 20, 8, requires_grad=keep_weights)
+    k, v = (torch.randn(2, 2, 20, 8, requires_grad=keep_weights) for _ in range(2))
+    mask, _ = causal_mask(2, 20, 20, padding=(0, 3))
+    torch.library.opcheck(causal_blocks_attention._OP, (q, k, v, mask[:, :, None], 0.3, keep_weights))
+    torch.library.opcheck(causal_blocks_attention._OP, (q, k, v, None, 0.3, keep_weights))
+
+
+def test_backward_without_kept_weights_says_so():
+    q = torch.randn(1, 2, 6, 8, requires_grad=True)
+    kv = torch.randn(1, 2, 6, 8)
+    out, _ = causal_blocks_attention._OP(q, kv, kv, None, 1.0, False)
+    with pytest.raises(RuntimeError, match="without keeping its weights"):
+        out.sum().backward()
+
+
+def test_bfloat16_gradients_are_as_accurate_as_eager():
+    """In bfloat16 the operator keeps bf16 weights and takes the softmax's backward from them (eager keeps float32
+    ones); against a float32 computation from the same inputs its gradients are within 1.5x of eager's error."""
+    torch.manual_seed(0)
+    inputs = [torch.randn(2, h, 300, 16) for h in (6, 2, 2)]
+    visible, live = causal_mask(2, 300, 300, padding=(0, 9), boolean=True)
+    grad_out = torch.randn(2, 300, 6, 16) * live[:, 0, :, None, None]
+
+    def gradients(dtype, attention):
+        leaves = [t.to(dtype).requires_grad_() for t in inputs]
+        mask = torch.zeros(visible.shape, dtype=dtype).masked_fill(~visible, torch.finfo(dtype).min)
+        out = attention(*leaves, mask)
+        return torch.autograd.grad(out, leaves, grad_out.to(dtype))
+
+    def ours(q, k, v, m):
+        return causal_blocks_attention_forward(CausalModule(), q, k, v, m, scaling=0.25)[0]
+
+    def eager(q, k, v, m):
+        return eager_reference(q, k, v, m, 0.25)
+
+    exact = gradients(torch.float32, eager)
+    for got, want, eager_bf16 in zip(
+        gradients(torch.bfloat16, ours), exact, gradients(torch.bfloat16, eager), strict=True
+    ):
+        error = (got.float() - want).norm() / want.norm()
+        eager_error = (eager_bf16.float() - want).norm() / want.norm()
+        assert error < 1.5 * eager_error + 1e-3, (error, eager_error)
+
+
+def test_attention_dropout_in_training():
+    """An LM with attention dropout, in training: the weights are dropped (the output changes), gradients flow,
+    and in eval mode the same call is the plain attention."""
+    torch.manual_seed(0)
+    q = torch.randn(1, 4, 150, 8, requires_grad=True)
+    kv = torch.randn(1, 2, 150, 8)
+    module = CausalModule().train()
+    plain, _ = causal_blocks_attention_forward(module, q, kv, kv, None, scaling=0.3)
+    dropped, _ = causal_blocks_attention_forward(module, q, kv, kv, None, scaling=0.3, dropout=0.5)
+    assert not torch.allclose(dropped, plain)
+    dropped.sum().backward()
+    assert q.grad is not None and q.grad.abs().sum() > 0
+    evaluated, _ = causal_blocks_attention_forward(module.eval(), q, kv, kv, None, scaling=0.3, dropout=0.5)
+    torch.testing.assert_close(evaluated, plain)
+
+
+def test_a_second_copy_of_the_module_registers_its_own_operator():
+    """trust_remote_code loads the shipped modules under another package name in the same process as an
+    installed allmrec_hf: each copy gets its own operator instead of failing to register the same name, and
+    re-importing a module reuses its operator."""
+    spec = importlib.util.spec_from_file_location(
+        "checkpoint_copy.causal_blocks_attention", causal_blocks_attention.__file__
+    )
+    copy = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(copy)
+        assert copy._OP_NAME != causal_blocks_attention._OP_NAME
+        q, kv = torch.randn(1, 4, 20, 8), torch.randn(1, 2, 20, 8)
+        torch.testing.assert_close(
+            copy.causal_blocks_attention_forward(CausalModule(), q, kv, kv, None)[0],
+            causal_blocks_attention_forward(CausalModule(), q, kv, kv, None)[0],
+        )
+        assert importlib.reload(causal_blocks_attention)._OP is not None
+    finally:  # the copy and the reload registered their own forward functions under the name
+        AttentionInterface.register(CAUSAL_BLOCKS, causal_blocks_attention.causal_blocks_attention_forward)
