@@ -25,9 +25,9 @@ def record_matmul_operands(monkeypatch) -> list[tuple]:
     seen = []
     original = torch.matmul
 
-    def recording_matmul(a, b):
+    def recording_matmul(a, b, **kwargs):
         seen.append(tuple(b.shape))
-        return original(a, b)
+        return original(a, b, **kwargs)
 
     monkeypatch.setattr(torch, "matmul", recording_matmul)
     return seen

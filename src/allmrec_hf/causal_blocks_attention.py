@@ -79,36 +79,53 @@ def _blocked_attention(
     mask: torch.Tensor | None,
     scaling: float,
     weights_store: torch.Tensor | None = None,
-    dropout: float = 0.0,
+    dropout: float | None = None,
 ) -> torch.Tensor:
-    """The attention, block by block, as `(batch, q_len, heads, value_dim)`. With `weights_store` (a flat buffer of
-    at least batch * heads * q_len * kv_len elements) each block's attention weights are written into it, one
-    contiguous block after another, for the backward pass; without it the function is plain autograd-able torch."""
+    """The attention, block by block, as `(batch, q_len, heads, value_dim)`.
+
+    With `weights_store` (a flat buffer of at least batch * heads * q_len * kv_len elements) each block's attention
+    weights are computed in it, one contiguous block after another, for the backward pass; without it, in one
+    scratch buffer the blocks share. Either way the scores are scaled, masked and turned into weights in place (each
+    fresh score matrix costs its pages' first touch, ~1 ms a block here). With `dropout` (not None) it is plain
+    autograd-able torch instead, dropping weights with that probability."""
     batch, heads, q_len, dim = query.shape
     kv_heads, kv_len, value_dim = key.shape[1], key.shape[2], value.shape[-1]
     groups = heads // kv_heads
     offset = kv_len - q_len  # query i sits at key position offset + i (or earlier, with a static cache)
     grouped = query.view(batch, kv_heads, groups, q_len, dim)
     output = query.new_empty(batch, q_len, kv_heads, groups, value_dim)
+    blocks = _blocks(q_len)
+    if weights_store is None and dropout is None:
+        rows = max(stop - start for start, stop in blocks)
+        weights_store = query.new_empty(batch * heads * rows * kv_len)
+        reuse = True
+    else:
+        reuse = False
     used = 0
-    for start, stop in _blocks(q_len):
+    for start, stop in blocks:
         rows, keys = stop - start, offset + stop
         block = grouped[:, :, :, start:stop].reshape(batch, kv_heads, groups * rows, dim)
-        scores = torch.matmul(block, key[:, :, :keys].transpose(2, 3)).view(batch, kv_heads, groups, rows, keys)
+        shape = (batch, kv_heads, groups, rows, keys)
+        if dropout is None:
+            size = batch * heads * rows * keys
+            scores = weights_store[used : used + size].view(shape)
+            used = 0 if reuse else used + size
+            torch.matmul(block, key[:, :, :keys].transpose(2, 3), out=scores.view(batch, kv_heads, -1, keys))
+        else:
+            scores = torch.matmul(block, key[:, :, :keys].transpose(2, 3)).view(shape)
         if mask is not None:
-            scores = torch.add(mask[..., start:stop, :keys], scores, alpha=scaling)
+            scores = torch.add(
+                mask[..., start:stop, :keys], scores, alpha=scaling, out=scores if dropout is None else None
+            )
         else:
             future = torch.ones(rows, keys, dtype=torch.bool, device=query.device).triu_(offset + start + 1)
-            scores = (scores * scaling).masked_fill_(future, torch.finfo(scores.dtype).min)
-        if weights_store is None:
-            weights = torch.softmax(scores, dim=-1)
-            if dropout:
-                weights = nn.functional.dropout(weights, p=dropout)
+            scores = (scores.mul_(scaling) if dropout is None else scores * scaling).masked_fill_(
+                future, torch.finfo(scores.dtype).min
+            )
+        if dropout is None:
+            weights = torch.softmax(scores, dim=-1, out=scores)
         else:
-            size = scores.numel()
-            weights = weights_store[used : used + size].view(scores.shape)
-            torch.softmax(scores, dim=-1, out=weights)
-            used += size
+            weights = nn.functional.dropout(torch.softmax(scores, dim=-1), p=dropout)
         out = torch.matmul(weights.view(batch, kv_heads, groups * rows, keys), value[:, :, :keys])
         output[:, start:stop] = out.view(batch, kv_heads, groups, rows, value_dim).permute(0, 3, 1, 2, 4)
     return output.view(batch, q_len, heads, value_dim)
@@ -169,8 +186,10 @@ def _attention_backward_op(
     grad_query = query.new_empty(batch, kv_heads, groups, q_len, dim)
     grad_key = torch.zeros(key.shape, dtype=torch.float32, device=key.device)
     grad_value = torch.zeros(value.shape, dtype=torch.float32, device=value.device)
+    blocks = _blocks(q_len)
+    scratch = query.new_empty(batch * heads * max(stop - start for start, stop in blocks) * kv_len)
     used = 0
-    for start, stop in _blocks(q_len):
+    for start, stop in blocks:
         rows, keys = stop - start, offset + stop
         size = batch * heads * rows * keys
         weights = store[used : used + size].view(batch, kv_heads, groups * rows, keys)
@@ -178,8 +197,9 @@ def _attention_backward_op(
         block = grouped[:, :, :, start:stop].reshape(batch, kv_heads, groups * rows, dim)
         grad_block = grad_grouped[:, start:stop].permute(0, 2, 3, 1, 4).reshape(batch, kv_heads, groups * rows, -1)
         grad_value[:, :, :keys] += torch.matmul(weights.transpose(2, 3), grad_block)
-        grad_weights = torch.matmul(grad_block, value[:, :, :keys].transpose(2, 3))
-        grad_scores = torch.ops.aten._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
+        grad_scores = scratch[:size].view(weights.shape)  # dP, then dS in place
+        torch.matmul(grad_block, value[:, :, :keys].transpose(2, 3), out=grad_scores)
+        torch.ops.aten._softmax_backward_data.out(grad_scores, weights, -1, weights.dtype, grad_input=grad_scores)
         grad_query[:, :, :, start:stop] = torch.matmul(grad_scores, key[:, :, :keys]).view(
             batch, kv_heads, groups, rows, dim
         )
