@@ -290,6 +290,30 @@ def test_attention_dropout_in_training():
     torch.testing.assert_close(evaluated, plain)
 
 
+def load_copy(path, name="checkpoint_copy.causal_blocks_attention"):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_operator_name_changes_with_the_implementation(tmp_path):
+    """Inductor's on-disk caches key compiled graphs by operator name: a changed implementation gets a new name,
+    so it never runs graphs compiled for the old one."""
+    source = open(causal_blocks_attention.__file__).read()
+    names = []
+    try:
+        for index, text in enumerate((source, source, source + "\n# changed\n")):
+            path = tmp_path / f"copy{index}" / "causal_blocks_attention.py"
+            path.parent.mkdir()
+            path.write_text(text)
+            names.append(load_copy(path)._OP_NAME)
+    finally:
+        AttentionInterface.register(CAUSAL_BLOCKS, causal_blocks_attention.causal_blocks_attention_forward)
+    assert names[0] == names[1] != names[2]
+    assert names[0].startswith("checkpoint_copy_causal_blocks_attention_")
+
+
 def test_a_second_copy_of_the_module_registers_its_own_operator():
     """trust_remote_code loads the shipped modules under another package name in the same process as an
     installed allmrec_hf: each copy gets its own operator instead of failing to register the same name, and

@@ -48,6 +48,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import torch
@@ -60,9 +61,22 @@ BLOCK_SIZE = 128
 MAX_BLOCKS = 4
 
 _OP_NAMESPACE = "allmrec_hf"
-# One operator per copy of this module (the installed package's, and any copy transformers' trust_remote_code
-# loads from a checkpoint), named after the module so that two copies never register the same name.
-_OP_NAME = re.sub(r"\W", "_", __name__)
+
+
+def _operator_name() -> str:
+    """The module's name (the installed package's copy and any copy transformers' trust_remote_code loads from a
+    checkpoint each register their own operators) and a digest of its source: inductor's on-disk caches key
+    compiled graphs by operator name, so a changed implementation must not reuse graphs compiled for an old one
+    (they had traced an earlier backward into the graph)."""
+    name = re.sub(r"\W", "_", __name__)
+    try:
+        with open(__file__, "rb") as source:
+            return f"{name}_{hashlib.sha256(source.read()).hexdigest()[:12]}"
+    except (NameError, OSError):  # no source file to read
+        return name
+
+
+_OP_NAME = _operator_name()
 
 
 def _blocks(q_len: int) -> list[tuple[int, int]]:
