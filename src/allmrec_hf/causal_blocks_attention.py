@@ -17,12 +17,12 @@ over the score matrix. This implementation:
   they are: inductor's own compiled attention ran ~2 times slower per layer than these blocks, and compiling the
   blocks themselves took ~3 times longer.
 
-With SmolLM2-135M in bfloat16 on 2 CPU cores (stage-2 training, 4 prompts of ~450 tokens; one layer's attention,
-forward and backward, ~22 ms against eager's ~50 ms compiled or not): a training step 10% faster than the previous
-version of this module, which was already 5-10% faster than eager attention; with the decoder compiled, steps 13-15%
-faster than compiled eager attention, and a cold compilation of 30 layers (with the first 6 steps) took 173 s against
-eager's 391 s; see `benchmarks/stage2_training_speed.py`. The results equal eager attention's up to rounding (in
-bfloat16 its gradients are as close to a float32 computation as eager's).
+With SmolLM2-135M in bfloat16 on 2 CPU cores (stage-2 training, 4 prompts of ~450 tokens): one layer's attention,
+forward and backward, takes ~15 ms against eager's ~50 ms (compiled or not); interleaved training steps in one
+process were 1.25-1.5 times as fast as eager attention's (peak memory 2.8 against 4.3 GB), and with the decoder
+compiled 1.18-1.22 times as fast as compiled eager attention's, whose cold compilation (30 layers, with the first 6
+steps) took 391 s against 154 s; see `benchmarks/stage2_training_speed.py`. The results equal eager attention's up
+to rounding (in bfloat16 its gradients are as close to a float32 computation as eager's).
 
 It needs a causal mask: no query may see a key after its own position (transformers' causal-LM masks, with or
 without padding, sliding windows or a cache, and `score_candidates`' token trees all qualify). It refuses what

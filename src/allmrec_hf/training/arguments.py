@@ -112,8 +112,8 @@ class Stage2ModelArguments:
     attn_implementation: str | None = field(
         default=None,
         metadata={
-            "help": "The LM's attention (eager, sdpa, causal_blocks, ...); on CPU, eager or causal_blocks trains "
-            "faster than sdpa (see benchmarks/)."
+            "help": "The LM's attention (eager, sdpa, causal_blocks, ...); on CPU, causal_blocks (allmrec_hf's) "
+            "trains fastest, compiled or not (see benchmarks/)."
         },
     )
     compile_language_model: bool = field(
