@@ -7,15 +7,17 @@ Measured in one run, on the same batches (MovieLens-100k users, 20 candidates pe
 - for each precision setting, samples/s, tokens/s, the FLOPs actually executed per step (forward and backward,
   counted by `torch.utils.flop_counter.FlopCounterMode`), achieved FLOP/s as a fraction of that peak, and peak
   resident memory;
-- a profile of one step of bf16 weights with eager attention: where the time goes, by operator;
-- `attn_implementation="causal_blocks"` (allmrec_hf's eager attention without the masked key blocks);
-- the same with the LM's decoder compiled by `torch.compile` (inductor), which fuses the elementwise work the
-  profile shows (the first pass over the batches includes the compilation and is not timed).
+- `attn_implementation="causal_blocks"` (allmrec_hf's attention: causal blocks, no repeated key/value heads, its own
+  backward from bf16 weights, as custom operators);
+- eager and `causal_blocks` attention with the LM's decoder compiled by `torch.compile` (inductor), which fuses the
+  elementwise work the profile shows (the first pass over the batches includes the compilation and is not timed);
+- profiles of one step of bf16 eager attention and of compiled `causal_blocks`.
 
 Target (issue "Training"): at least 35% of the bf16 matmul peak.
 
     python benchmarks/stage2_training_speed.py            # needs `make offline-models` (SmolLM2, MiniLM, recbole)
     python benchmarks/stage2_training_speed.py --steps 3  # quicker
+    python benchmarks/stage2_training_speed.py --settings eager causal_blocks  # only the settings named so
 """
 
 from __future__ import annotations
