@@ -155,15 +155,20 @@ def _attention_op(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The custom operator's body: the output and, when `keep_weights`, the flat buffer of attention weights its
     backward reads (else an empty tensor)."""
-    batch, heads, q_len, _ = query.shape
-    store = query.new_empty(batch * heads * q_len * key.shape[2] if keep_weights else 0)
+    store = _weights_store(query, key, keep_weights)
     return _blocked_attention(query, key, value, mask, scaling, store if keep_weights else None), store
+
+
+def _weights_store(query: torch.Tensor, key: torch.Tensor, keep_weights: bool) -> torch.Tensor:
+    """An uninitialised buffer for every block's weights (batch * heads * q_len * kv_len bounds them), or an empty
+    one."""
+    batch, heads, q_len, _ = query.shape
+    return query.new_empty(batch * heads * q_len * key.shape[2] if keep_weights else 0)
 
 
 def _attention_op_fake(query, key, value, mask, scaling, keep_weights):
     batch, heads, q_len, _ = query.shape
-    store = query.new_empty(batch * heads * q_len * key.shape[2] if keep_weights else 0)
-    return query.new_empty(batch, q_len, heads, value.shape[-1]), store
+    return query.new_empty(batch, q_len, heads, value.shape[-1]), _weights_store(query, key, keep_weights)
 
 
 def _attention_op_setup_context(ctx, inputs, output) -> None:
