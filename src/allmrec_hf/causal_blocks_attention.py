@@ -175,10 +175,16 @@ def _attention_op_setup_context(ctx, inputs, output) -> None:
     query, key, value, _, scaling, _ = inputs
     ctx.save_for_backward(query, key, value, output[1])
     ctx.scaling = scaling
+    # The weights buffer is for the backward only: no gradient flows into it, and none is materialised (autograd
+    # would otherwise fill a zero tensor of its size, batch * heads * q_len * kv_len, on every backward pass).
+    ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)
 
 
-def _attention_op_backward(ctx, grad_output: torch.Tensor, _grad_store: torch.Tensor | None):
+def _attention_op_backward(ctx, grad_output: torch.Tensor | None, _grad_store: torch.Tensor | None):
     query, key, value, store = ctx.saved_tensors
+    if grad_output is None:  # the output took no part in what is differentiated
+        return None, None, None, None, None, None
     if store.numel() == 0:
         raise RuntimeError(f"{CAUSAL_BLOCKS} attention ran without keeping its weights; it cannot backpropagate.")
     grads = _BACKWARD_OP(grad_output, query, key, value, store, ctx.scaling)
