@@ -49,7 +49,10 @@ True
 from __future__ import annotations
 
 import hashlib
+import math
 import re
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -86,6 +89,45 @@ def _blocks(q_len: int) -> list[tuple[int, int]]:
     return [(index * step, q_len if index == count - 1 else (index + 1) * step) for index in range(count)]
 
 
+class _QueryBlock(NamedTuple):
+    """One block of queries, `start:stop`, which sees the first `keys` keys (those up to its last query)."""
+
+    start: int
+    stop: int
+    keys: int
+    query: torch.Tensor  # (batch, kv_heads, groups * rows, dim): the query heads that share a key/value head, stacked
+    weights_shape: tuple[int, int, int, int, int]  # (batch, kv_heads, groups, rows, keys)
+
+    @property
+    def weights_size(self) -> int:
+        return math.prod(self.weights_shape)
+
+
+def _query_blocks(query: torch.Tensor, kv_heads: int, kv_len: int) -> Iterator[_QueryBlock]:
+    """The blocks of `query (batch, heads, q_len, dim)`; query i sits at key position kv_len - q_len + i (or
+    earlier, with a static cache)."""
+    batch, heads, q_len, dim = query.shape
+    groups = heads // kv_heads
+    grouped = query.view(batch, kv_heads, groups, q_len, dim)
+    for start, stop in _blocks(q_len):
+        rows, keys = stop - start, kv_len - q_len + stop
+        block = grouped[:, :, :, start:stop].reshape(batch, kv_heads, groups * rows, dim)
+        yield _QueryBlock(start, stop, keys, block, (batch, kv_heads, groups, rows, keys))
+
+
+def _scratch_size(query: torch.Tensor, kv_len: int) -> int:
+    """Elements enough for the largest block's weights."""
+    batch, heads, q_len, _ = query.shape
+    return batch * heads * max(stop - start for start, stop in _blocks(q_len)) * kv_len
+
+
+def _future(block: _QueryBlock) -> torch.Tensor:
+    """Without a mask: which keys lie after each of the block's queries, `(rows, keys)` (its last query sits at key
+    position keys - 1)."""
+    rows = block.stop - block.start
+    return torch.ones(rows, block.keys, dtype=torch.bool, device=block.query.device).triu_(block.keys - rows + 1)
+
+
 def _blocked_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -93,56 +135,63 @@ def _blocked_attention(
     mask: torch.Tensor | None,
     scaling: float,
     weights_store: torch.Tensor | None = None,
-    dropout: float | None = None,
 ) -> torch.Tensor:
     """The attention, block by block, as `(batch, q_len, heads, value_dim)`.
 
     With `weights_store` (a flat buffer of at least batch * heads * q_len * kv_len elements) each block's attention
     weights are computed in it, one contiguous block after another, for the backward pass; without it, in one
     scratch buffer the blocks share. Either way the scores are scaled, masked and turned into weights in place (each
-    fresh score matrix costs its pages' first touch, ~1 ms a block here). With `dropout` (not None) it is plain
-    autograd-able torch instead, dropping weights with that probability."""
-    batch, heads, q_len, dim = query.shape
+    fresh score matrix costs its pages' first touch, ~1 ms a block here)."""
+    batch, heads, q_len, _ = query.shape
     kv_heads, kv_len, value_dim = key.shape[1], key.shape[2], value.shape[-1]
-    groups = heads // kv_heads
-    offset = kv_len - q_len  # query i sits at key position offset + i (or earlier, with a static cache)
-    grouped = query.view(batch, kv_heads, groups, q_len, dim)
-    output = query.new_empty(batch, q_len, kv_heads, groups, value_dim)
-    blocks = _blocks(q_len)
-    if weights_store is None and dropout is None:
-        rows = max(stop - start for start, stop in blocks)
-        weights_store = query.new_empty(batch * heads * rows * kv_len)
-        reuse = True
-    else:
-        reuse = False
+    output = query.new_empty(batch, q_len, kv_heads, heads // kv_heads, value_dim)
+    reuse = weights_store is None
+    if reuse:
+        weights_store = query.new_empty(_scratch_size(query, kv_len))
     used = 0
-    for start, stop in blocks:
-        rows, keys = stop - start, offset + stop
-        block = grouped[:, :, :, start:stop].reshape(batch, kv_heads, groups * rows, dim)
-        shape = (batch, kv_heads, groups, rows, keys)
-        if dropout is None:
-            size = batch * heads * rows * keys
-            scores = weights_store[used : used + size].view(shape)
-            used = 0 if reuse else used + size
-            torch.matmul(block, key[:, :, :keys].transpose(2, 3), out=scores.view(batch, kv_heads, -1, keys))
-        else:
-            scores = torch.matmul(block, key[:, :, :keys].transpose(2, 3)).view(shape)
+    for block in _query_blocks(query, kv_heads, kv_len):
+        scores = weights_store[used : used + block.weights_size].view(block.weights_shape)
+        used = 0 if reuse else used + block.weights_size
+        scores_2d = scores.view(batch, kv_heads, -1, block.keys)
+        torch.matmul(block.query, key[:, :, : block.keys].transpose(2, 3), out=scores_2d)
         if mask is not None:
-            scores = torch.add(
-                mask[..., start:stop, :keys], scores, alpha=scaling, out=scores if dropout is None else None
-            )
+            torch.add(mask[..., block.start : block.stop, : block.keys], scores, alpha=scaling, out=scores)
         else:
-            future = torch.ones(rows, keys, dtype=torch.bool, device=query.device).triu_(offset + start + 1)
-            scores = (scores.mul_(scaling) if dropout is None else scores * scaling).masked_fill_(
-                future, torch.finfo(scores.dtype).min
-            )
-        if dropout is None:
-            weights = torch.softmax(scores, dim=-1, out=scores)
-        else:
-            weights = nn.functional.dropout(torch.softmax(scores, dim=-1), p=dropout)
-        out = torch.matmul(weights.view(batch, kv_heads, groups * rows, keys), value[:, :, :keys])
-        output[:, start:stop] = out.view(batch, kv_heads, groups, rows, value_dim).permute(0, 3, 1, 2, 4)
+            scores.mul_(scaling).masked_fill_(_future(block), torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores, dim=-1, out=scores)
+        _write_output(output, block, weights, value)
     return output.view(batch, q_len, heads, value_dim)
+
+
+def _blocked_attention_with_dropout(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float,
+) -> torch.Tensor:
+    """`_blocked_attention` in plain autograd-able torch, dropping attention weights with probability `dropout`
+    (training with attention dropout, where the weights change after the softmax)."""
+    batch, heads, q_len, _ = query.shape
+    kv_heads, kv_len, value_dim = key.shape[1], key.shape[2], value.shape[-1]
+    output = query.new_empty(batch, q_len, kv_heads, heads // kv_heads, value_dim)
+    for block in _query_blocks(query, kv_heads, kv_len):
+        scores = torch.matmul(block.query, key[:, :, : block.keys].transpose(2, 3)).view(block.weights_shape)
+        if mask is not None:
+            scores = torch.add(mask[..., block.start : block.stop, : block.keys], scores, alpha=scaling)
+        else:
+            scores = (scores * scaling).masked_fill(_future(block), torch.finfo(scores.dtype).min)
+        weights = nn.functional.dropout(torch.softmax(scores, dim=-1), p=dropout)
+        _write_output(output, block, weights, value)
+    return output.view(batch, q_len, heads, value_dim)
+
+
+def _write_output(output: torch.Tensor, block: _QueryBlock, weights: torch.Tensor, value: torch.Tensor) -> None:
+    """The block's output, weights @ values, into its rows of `output (batch, q_len, kv_heads, groups, dim)`."""
+    batch, kv_heads, groups, rows, keys = block.weights_shape
+    out = torch.matmul(weights.view(batch, kv_heads, groups * rows, keys), value[:, :, :keys])
+    output[:, block.start : block.stop] = out.view(batch, kv_heads, groups, rows, -1).permute(0, 3, 1, 2, 4)
 
 
 def _attention_op(
@@ -205,30 +254,25 @@ def _attention_backward_op(
     batch, heads, q_len, dim = query.shape
     kv_heads, kv_len, value_dim = key.shape[1], key.shape[2], value.shape[-1]
     groups = heads // kv_heads
-    offset = kv_len - q_len
-    grouped = query.view(batch, kv_heads, groups, q_len, dim)
     grad_grouped = grad_output.reshape(batch, q_len, kv_heads, groups, value_dim)
     grad_query = query.new_empty(batch, kv_heads, groups, q_len, dim)
     grad_key = torch.zeros(key.shape, dtype=torch.float32, device=key.device)
     grad_value = torch.zeros(value.shape, dtype=torch.float32, device=value.device)
-    blocks = _blocks(q_len)
-    scratch = query.new_empty(batch * heads * max(stop - start for start, stop in blocks) * kv_len)
+    scratch = query.new_empty(_scratch_size(query, kv_len))
     used = 0
-    for start, stop in blocks:
-        rows, keys = stop - start, offset + stop
-        size = batch * heads * rows * keys
-        weights = store[used : used + size].view(batch, kv_heads, groups * rows, keys)
+    for block in _query_blocks(query, kv_heads, kv_len):
+        start, stop, keys, size = block.start, block.stop, block.keys, block.weights_size
+        weights = store[used : used + size].view(batch, kv_heads, -1, keys)
         used += size
-        block = grouped[:, :, :, start:stop].reshape(batch, kv_heads, groups * rows, dim)
-        grad_block = grad_grouped[:, start:stop].permute(0, 2, 3, 1, 4).reshape(batch, kv_heads, groups * rows, -1)
+        grad_block = grad_grouped[:, start:stop].permute(0, 2, 3, 1, 4).reshape(batch, kv_heads, -1, value_dim)
         grad_value[:, :, :keys] += torch.matmul(weights.transpose(2, 3), grad_block)
         grad_scores = scratch[:size].view(weights.shape)  # dP, then dS in place
         torch.matmul(grad_block, value[:, :, :keys].transpose(2, 3), out=grad_scores)
         torch.ops.aten._softmax_backward_data.out(grad_scores, weights, -1, weights.dtype, grad_input=grad_scores)
         grad_query[:, :, :, start:stop] = torch.matmul(grad_scores, key[:, :, :keys]).view(
-            batch, kv_heads, groups, rows, dim
+            batch, kv_heads, groups, stop - start, dim
         )
-        grad_key[:, :, :keys] += torch.matmul(grad_scores.transpose(2, 3), block)
+        grad_key[:, :, :keys] += torch.matmul(grad_scores.transpose(2, 3), block.query)
     grad_query = grad_query.mul_(scaling).view(batch, heads, q_len, dim)
     return grad_query, grad_key.mul_(scaling).to(key.dtype), grad_value.to(value.dtype)
 
@@ -303,7 +347,7 @@ def causal_blocks_attention_forward(
         else:
             attention_mask = attention_mask[:, :, None]
     if dropout and module.training:  # the weights change after the softmax: plain autograd through the blocks
-        return _blocked_attention(query, key, value, attention_mask, scaling, dropout=dropout), None
+        return _blocked_attention_with_dropout(query, key, value, attention_mask, scaling, dropout), None
     keep_weights = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
     output, _ = _OP(query, key, value, attention_mask, scaling, keep_weights)
     return output, None
