@@ -71,7 +71,13 @@ class EvaluationArguments:
         metadata={"help": "Load the LM from here instead of the checkpoints' base_model_name_or_path (id or folder)."},
     )
     lm_dtype: str | None = field(default=None, metadata={"help": "LM weights dtype, e.g. bfloat16 (default: fp32)."})
-    attn_implementation: str | None = field(default=None, metadata={"help": "e.g. eager or sdpa."})
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "The LM's attention (eager, sdpa, causal_blocks, ...; default: the LM's own); on CPU, "
+            "causal_blocks (allmrec_hf's) scores and generates fastest (see benchmarks/)."
+        },
+    )
     modes: str = field(default="generation,ranking", metadata={"help": "Comma-separated: generation, ranking."})
     scenarios: str | None = field(
         default=None,
