@@ -101,29 +101,13 @@ def run_setting(
     whole run) is kept as the conservative bound. Achieved FLOP/s use `reference_flops` (the FLOPs the first setting
     executes: the model's useful work) when given, so a setting that computes more (e.g. eager attention's full
     score matrices) gets no credit for it."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=1e-4)
-    model.train()
-
-    def step(batch):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    executed = []
-    for batch in batches:  # also the warm-up (and, for a compiled LM, the compilation)
-        if not count:
+    step = training_step(model, autocast)
+    if count:  # the counting pass is also the warm-up
+        executed = count_flops(step, batches)
+    else:  # a compiled LM: counting would trace through the compiled graph; this pass compiles it
+        for batch in batches:
             step(batch)
-            continue
-        counter = FlopCounterMode(display=False)
-        with counter:
-            step(batch)
-        executed.append(counter.get_total_flops())
-    executed = executed or list(reference_flops)
+        executed = list(reference_flops)
     useful = reference_flops if reference_flops is not None else executed
     step_times, step_fractions, probes = [], [], []
     for _ in range(passes):
@@ -163,17 +147,30 @@ def run_setting(
     return result
 
 
-def count_flops(model, batches) -> list[int]:
-    """The FLOPs one training step executes on each batch (forward and backward), without timing anything."""
+def training_step(model, autocast: bool = False):
+    """One stage-2 training step on a batch (forward, backward, Adam on the parameters that train)."""
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    model.train()
+
+    def step(batch) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def count_flops(step, batches) -> list[int]:
+    """The FLOPs `step` executes on each batch (forward and backward; the optimizer's elementwise work counts none)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model.train()
     counts = []
     for batch in batches:
         counter = FlopCounterMode(display=False)
         with counter:
-            model(**batch).loss.backward()
-        model.zero_grad(set_to_none=True)
+            step(batch)
         counts.append(counter.get_total_flops())
     return counts
 
@@ -225,7 +222,7 @@ def main() -> None:
             print(f"{args.threads} threads; bf16 matmul peak {peak / 1e9:.0f} GFLOP/s over {shapes} (fp32 squares:")
             print(f"{fp32 / 1e9:.0f} GFLOP/s)")
         if index == 0 and args.settings and not any(part in name for part in args.settings):
-            reference = count_flops(model, batches)
+            reference = count_flops(training_step(model, autocast), batches)
             del model
             continue
         if compiled:
