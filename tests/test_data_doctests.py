@@ -1,4 +1,5 @@
-"""The examples in the docstrings of `allmrec_hf.data` (and other pure modules) run as written.
+"""The examples in the docstrings of `allmrec_hf.data`, of the model, configuration and processing classes and of the
+other modules listed below run as written.
 
 The docstrings wrap their examples in Markdown fences (```python ... ```), which plain doctest would read as
 expected output; a small parser blanks those fence lines first.
@@ -27,6 +28,14 @@ MODULES = [
     "allmrec_hf.evaluation.metrics",
     "allmrec_hf.candidate_tree",
     "allmrec_hf.causal_blocks_attention",
+    "allmrec_hf.catalog",
+    "allmrec_hf.cf_models",
+    "allmrec_hf.configuration_allmrec",
+    "allmrec_hf.configuration_sasrec",
+    "allmrec_hf.modeling_allmrec",
+    "allmrec_hf.modeling_sasrec",
+    "allmrec_hf.pipelines",
+    "allmrec_hf.processing_allmrec",
 ]
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 _FENCE = re.compile(r"^[ \t]*```(?:python)?[ \t]*$", re.M)
