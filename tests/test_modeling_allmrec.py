@@ -185,6 +185,55 @@ def test_packed_scores_with_shared_answer_prefixes_equal_padded_ones(family, pro
     )
 
 
+def test_packed_scoring_runs_the_lm_head_only_on_real_tree_nodes(family, processor):
+    """The tree pass asks the LM head for the logits of the nodes that predict an answer token, each once, not for
+    the padding nodes of the smaller trees; the scores equal those from every node's logits (an LM whose head
+    cannot be asked), and the LM's next plain forward computes every position again."""
+    model = build_model(family, processor)
+    if family == "gemma3":
+        model.language_model.config.sliding_window = 4096
+    titles = {i: processor.catalog.title(i) for i in range(1, 25)}
+    same_start = [i for i in titles if titles[i].split()[0] == titles[1].split()[0]]
+    batch = processor(histories=HISTORIES, candidates=[[1, *same_start[1:3], 7, 30], [2, 9, 11]])
+    tree = build_candidate_token_tree(batch["candidate_input_ids"], batch["candidate_attention_mask"])
+    predicting = {
+        (b, int(tree.step_nodes[b, c, t])) for b, c, t in batch["candidate_attention_mask"][:, :, 1:].nonzero().tolist()
+    }
+    assert len(predicting) == tree.node_mask.sum() < tree.node_mask.numel()  # the second tree is padded
+    head = model.get_output_embeddings()
+    shapes = []
+    handle = head.register_forward_hook(lambda module, args, out: shapes.append(tuple(out.shape[:2])))
+    try:
+        selected = model.score_candidates(**batch, candidate_packing=True)
+    finally:
+        handle.remove()
+    assert shapes == [(2, 1), (1, len(predicting))]  # the prompt's last position, then the predicting nodes
+    head._allmrec_contiguous_input = False  # as for a head the model never hooked: it computes every node
+    try:
+        every_node = model.score_candidates(**batch, candidate_packing=True)
+    finally:
+        head._allmrec_contiguous_input = True
+    torch.testing.assert_close(selected, every_node, rtol=1e-5, atol=1e-5)
+    ids = torch.randint(0, 50, (2, 7))
+    assert model.language_model(input_ids=ids).logits.shape[:2] == ids.shape
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("chunk_elements", [None, 1, 70])
+def test_log_normalizers_equal_logsumexp_without_touching_the_logits(dtype, chunk_elements):
+    from allmrec_hf.modeling_allmrec import log_normalizers
+
+    torch.manual_seed(0)
+    logits = (torch.randn(3, 4, 50) * 8).to(dtype)
+    logits[0, 1] = float("-inf")  # a row with no finite logit
+    logits[1, 2, :10] = float("-inf")
+    before = logits.clone()
+    got = log_normalizers(logits, chunk_elements)
+    assert got.dtype == torch.float32 and got.shape == (3, 4)
+    torch.testing.assert_close(got, torch.logsumexp(logits.float(), -1), rtol=1e-6, atol=1e-5)
+    assert torch.equal(logits, before)
+
+
 def test_candidate_packing_where_the_lm_cannot_is_refused(processor):
     model = build_model("gemma3", processor)  # sliding window of 16 tokens
     batch = processor(histories=HISTORIES, candidates=CANDIDATES)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import functools
 import inspect
@@ -773,8 +775,10 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         return not (has_window and (total_length is None or total_length > window))
 
     def _score_packed_answers(self, cache, attention_mask, tokens, mask) -> torch.Tensor:
-        """Log-probabilities of answer tokens 1.. of every candidate `(batch, k, T - 1)`, from one LM pass over each
-        user's candidate token tree after the cached prompt."""
+        """Log-probabilities of answer tokens 1.. of every candidate `(batch, k, T - 1)` (0 past each answer's end),
+        from one LM pass over each user's candidate token tree after the cached prompt. The LM head computes logits
+        only for the nodes that predict an answer token (not for the padding nodes of smaller trees), and the
+        log-probabilities come from those logits without a float32 copy of them all (`log_normalizers`)."""
         device = tokens.device
         tree = build_candidate_token_tree(tokens.cpu(), mask.cpu()).to(device)
         batch, prefix_len = attention_mask.shape
@@ -784,19 +788,25 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         )  # (batch, nodes, prefix + nodes)
         blocked = torch.finfo(dtype).min
         mask_4d = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, blocked)[:, None]
-        out = self.language_model(
-            input_ids=tree.input_ids,
-            attention_mask=mask_4d,
-            position_ids=attention_mask.sum(1, keepdim=True) + tree.depth,
-            **self._cache_kwargs(cache),
-            use_cache=True,
-            return_dict=True,
-        )
-        logits = out.logits.float()  # (batch, nodes, vocab)
-        node_log_norm = torch.logsumexp(logits, dim=-1)
-        rows = torch.arange(batch, device=device)[:, None, None]
-        targets = tokens[:, :, 1:]
-        return logits[rows, tree.step_nodes, targets] - node_log_norm[rows, tree.step_nodes]
+        predicted = mask[:, :, 1:].bool()  # (batch, k, T - 1): answer tokens that exist
+        rows = torch.arange(batch, device=device)[:, None, None] * tree.num_nodes + tree.step_nodes
+        nodes, node_of_step = torch.unique(rows[predicted], return_inverse=True)  # flat (batch * nodes) indices
+        with _lm_head_rows(self.language_model, nodes) as selected:
+            out = self.language_model(
+                input_ids=tree.input_ids,
+                attention_mask=mask_4d,
+                position_ids=attention_mask.sum(1, keepdim=True) + tree.depth,
+                **self._cache_kwargs(cache),
+                use_cache=True,
+                return_dict=True,
+            )
+        logits = out.logits.reshape(-1, out.logits.shape[-1])
+        if not selected:  # the head computed every node
+            logits = logits.index_select(0, nodes)
+        targets = tokens[:, :, 1:][predicted]
+        log_probs = torch.zeros(predicted.shape, device=device)
+        log_probs[predicted] = logits[node_of_step, targets].float() - log_normalizers(logits)[node_of_step]
+        return log_probs
 
     def _score_padded_answers(self, cache, attention_mask, tokens, mask) -> torch.Tensor:
         """The same as `_score_packed_answers` for any LM: the prompt cache repeated once per candidate, every
@@ -815,9 +825,8 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
             use_cache=True,
             return_dict=True,
         )
-        step_log_probs = torch.log_softmax(out.logits.float(), dim=-1)
-        next_tokens = flat_tokens[:, 1:].unsqueeze(-1)
-        return step_log_probs.gather(2, next_tokens).squeeze(-1).view(batch, k, -1)
+        targets = out.logits.gather(2, flat_tokens[:, 1:].unsqueeze(-1)).squeeze(-1).float()
+        return (targets - log_normalizers(out.logits)).view(batch, k, -1)
 
     @torch.no_grad()
     def recommend(
@@ -1085,13 +1094,69 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         return line
 
 
+# While `_lm_head_rows` is active: (the head, the flat rows of its `(batch, length, hidden)` input it should compute
+# logits for, a list the hook appends True to when it selected them).
+_HEAD_ROWS: contextvars.ContextVar[tuple[nn.Module, torch.Tensor, list] | None] = contextvars.ContextVar(
+    "allmrec_hf_lm_head_rows", default=None
+)
+
+
+@contextlib.contextmanager
+def _lm_head_rows(language_model: nn.Module, rows: torch.Tensor):
+    """Within it, the LM's head computes logits only for `rows` of its input flattened to `(batch * length,
+    hidden)`, returned as `(1, len(rows), vocab)`. Yields a list that holds True afterwards if the head did (an LM
+    whose head is not its `get_output_embeddings()` module, or a compiled one, computes every row as usual).
+    Thread-safe: the selection lives in a context variable."""
+    get_head = getattr(language_model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    applied: list = []
+    token = _HEAD_ROWS.set((head, rows, applied) if getattr(head, "_allmrec_contiguous_input", False) else None)
+    try:
+        yield applied
+    finally:
+        _HEAD_ROWS.reset(token)
+
+
 def _contiguous_hidden_states(module: nn.Module, args: tuple) -> tuple | None:
     hidden_states = args[0] if args else None
     if not torch.is_tensor(hidden_states):
         return None
+    # (torch.compile cannot trace a ContextVar; a compiled LM's head computes every row, which callers handle)
+    selection = None if torch.compiler.is_compiling() else _HEAD_ROWS.get()
+    if selection is not None and selection[0] is module and not selection[2]:
+        _, rows, applied = selection
+        applied.append(True)
+        return (hidden_states.reshape(-1, hidden_states.shape[-1]).index_select(0, rows)[None], *args[1:])
     if hidden_states.dim() > 2 and not hidden_states.is_contiguous():
         return (hidden_states.contiguous(), *args[1:])
     return None
+
+
+def log_normalizers(logits: torch.Tensor, chunk_elements: int | None = None) -> torch.Tensor:
+    """`logsumexp(logits, -1)` in float32, `logits.shape[:-1]`, for logits in any dtype, computed a few rows at a
+    time: neither a float32 copy of all the logits nor logsumexp's full-size temporary is ever made (for 4 users'
+    candidate trees, 4 x 250 x 49k logits, those are 200 MB each and the page faults of touching them made up most
+    of the time; a chunk of ~1M elements stays in cache). `chunk_elements`: default 2^20 on CPU, 2^26 elsewhere.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> logits = torch.randn(3, 5, 1000, dtype=torch.bfloat16)
+    >>> torch.allclose(log_normalizers(logits, 2000), torch.logsumexp(logits.float(), -1))
+    True
+    ```
+    """
+    if chunk_elements is None:
+        chunk_elements = 1 << 20 if logits.device.type == "cpu" else 1 << 26
+    flat = logits.reshape(-1, logits.shape[-1])
+    out = torch.empty(flat.shape[0], dtype=torch.float32, device=logits.device)
+    step = max(1, chunk_elements // max(1, flat.shape[1]))
+    for start in range(0, flat.shape[0], step):
+        chunk = flat[start : start + step].to(torch.float32, copy=True)
+        top = chunk.amax(-1, keepdim=True).clamp_(min=torch.finfo(torch.float32).min)  # -inf rows stay finite
+        out[start : start + step] = chunk.sub_(top).exp_().sum(-1).log_().add_(top.squeeze(-1))
+    return out.view(logits.shape[:-1])
 
 
 def make_output_embedding_input_contiguous(language_model: nn.Module) -> None:
