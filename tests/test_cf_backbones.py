@@ -296,7 +296,7 @@ def test_unknown_backbones_are_named_with_the_known_ones(tmp_path):
 
 
 def test_the_new_modules_docstring_examples_run():
-    from test_data_doctests import OPTIONS, FencedDocTestParser
+    from test_docstring_examples import OPTIONS, FencedDocTestParser
 
     finder = doctest.DocTestFinder(parser=FencedDocTestParser(), exclude_empty=True)
     runner = doctest.DocTestRunner(optionflags=OPTIONS)
@@ -367,7 +367,7 @@ def mean_cf_registered(restored_registries):
 
 
 def test_the_protocol_modules_example_runs(restored_registries):
-    from test_data_doctests import OPTIONS, FencedDocTestParser
+    from test_docstring_examples import OPTIONS, FencedDocTestParser
 
     module = importlib.import_module("allmrec_hf.cf_models")
     tests = doctest.DocTestFinder(parser=FencedDocTestParser(), exclude_empty=True).find(module, "cf_models")
