@@ -321,18 +321,18 @@ def test_lm_head_hook_keeps_no_reference_and_the_forward_signature_lookup_is_cac
     import gc
     import weakref
 
-    from allmrec_hf.modeling_allmrec import _contiguous_hidden_states, _forward_parameters
+    from allmrec_hf.modeling_allmrec import _forward_parameters, _lm_head_input
 
     head = torch.nn.Linear(8, 16)
     hidden = torch.randn(2, 5, 8)[:, -2:, :]
     alive = weakref.ref(hidden)
     with torch.no_grad():
-        out = _contiguous_hidden_states(head, (hidden,))
+        out = _lm_head_input(head, (hidden,))
     assert out[0].is_contiguous() and torch.equal(out[0], hidden)
     del hidden, out
     gc.collect()
     assert alive() is None
-    assert hasattr(_forward_parameters, "cache_info") and not hasattr(_contiguous_hidden_states, "cache_info")
+    assert hasattr(_forward_parameters, "cache_info") and not hasattr(_lm_head_input, "cache_info")
 
 
 def test_cold_user_with_empty_history(processor):

@@ -1117,7 +1117,9 @@ def _lm_head_rows(language_model: nn.Module, rows: torch.Tensor):
         _HEAD_ROWS.reset(token)
 
 
-def _contiguous_hidden_states(module: nn.Module, args: tuple) -> tuple | None:
+def _lm_head_input(module: nn.Module, args: tuple) -> tuple | None:
+    """The LM head's forward pre-hook: the rows `_lm_head_rows` selected, else a contiguous copy of a
+    non-contiguous input (see `make_output_embedding_input_contiguous`), else the input as it is (None)."""
     hidden_states = args[0] if args else None
     if not torch.is_tensor(hidden_states):
         return None
@@ -1166,12 +1168,13 @@ def make_output_embedding_input_contiguous(language_model: nn.Module) -> None:
     expands the weight per batch row and copies it, which on CPU costs ~0.3 s per call for a 49k-token vocabulary
     at batch 4 (and ~0.07 s more in the backward pass), against ~4 ms for the product itself. Copying the kept
     positions instead is exact and costs microseconds; it made a SmolLM2 stage-2 step on 2 CPU cores ~17% faster
-    with the same memory growth over 30 steps. Registered once per head."""
+    with the same memory growth over 30 steps. The same hook lets `_lm_head_rows` restrict the head to chosen rows
+    (scoring's tree nodes). Registered once per head."""
     get_head = getattr(language_model, "get_output_embeddings", None)
     head = get_head() if callable(get_head) else None
     if not isinstance(head, nn.Module) or getattr(head, "_allmrec_contiguous_input", False):
         return
-    head.register_forward_pre_hook(_contiguous_hidden_states)
+    head.register_forward_pre_hook(_lm_head_input)
     head._allmrec_contiguous_input = True
 
 
