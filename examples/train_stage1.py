@@ -28,6 +28,7 @@ from allmrec_hf.training.collators import SetEpochCallback, Stage1Collator
 from allmrec_hf.training.runs import (
     OutputArguments,
     checkpoint_to_resume,
+    end_distributed_run,
     finished_results,
     models_built_whole,
     parse_arguments,
@@ -104,3 +105,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+    end_distributed_run()

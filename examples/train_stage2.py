@@ -34,6 +34,7 @@ from allmrec_hf.training.lora import apply_lora
 from allmrec_hf.training.runs import (
     OutputArguments,
     checkpoint_to_resume,
+    end_distributed_run,
     evaluation_rows,
     finished_results,
     models_built_whole,
@@ -163,3 +164,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     main()
+    end_distributed_run()

@@ -136,6 +136,24 @@ def run_two_processes(
     return process
 
 
+def test_end_distributed_run_tears_the_process_group_down(tmp_path):
+    """The training scripts' last call: outside a distributed run it does nothing; inside one it destroys the
+    process group (here a one-process gloo group) instead of leaving that to the interpreter's exit."""
+    import torch.distributed as dist
+
+    from allmrec_hf.training.runs import end_distributed_run
+
+    end_distributed_run()  # no process group: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert dist.is_initialized()
+        end_distributed_run()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def assert_projectors_match(got: dict, run, rtol=1e-5, atol=1e-6) -> None:
     expected = {name: value for name, value in run.trainer.model.state_dict().items() if "projector" in name}
     assert len(expected) == 12
