@@ -5,7 +5,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .catalog import ItemCatalog, normalize_title
 from .cf_models import CFConfig, CFModel, check_cf_model, known_cf_model_types, register_cf_model
-from .configuration_allmrec import ALLMRecAlignerConfig, ALLMRecConfig
+from .configuration_allmrec import ALLMRecAlignerConfig, ALLMRecConfig, ALLMRecRankingConfig
 from .configuration_gru4rec import GRU4RecConfig
 from .configuration_nextitnet import NextItNetConfig
 from .configuration_sasrec import SASRecConfig
@@ -16,6 +16,7 @@ from .modeling_allmrec import (
     ALLMRecForConditionalGeneration,
     ALLMRecProjector,
 )
+from .modeling_allmrec_ranking import ALLMRecForItemRanking, ALLMRecRankingOutput
 from .modeling_cf_common import SequentialCFMixin, SequentialCFOutput
 from .modeling_gru4rec import GRU4RecModel
 from .modeling_nextitnet import NextItNetModel
@@ -30,12 +31,15 @@ AutoConfig.register("gru4rec", GRU4RecConfig, exist_ok=True)
 AutoConfig.register("nextitnet", NextItNetConfig, exist_ok=True)
 AutoConfig.register("allmrec_aligner", ALLMRecAlignerConfig, exist_ok=True)
 AutoConfig.register("allmrec", ALLMRecConfig, exist_ok=True)
+AutoConfig.register("allmrec_ranking", ALLMRecRankingConfig, exist_ok=True)
 AutoModel.register(SASRecConfig, SASRecModel, exist_ok=True)
 AutoModel.register(GRU4RecConfig, GRU4RecModel, exist_ok=True)
 AutoModel.register(NextItNetConfig, NextItNetModel, exist_ok=True)
 AutoModel.register(ALLMRecAlignerConfig, ALLMRecAlignerModel, exist_ok=True)
 AutoModelForCausalLM.register(ALLMRecConfig, ALLMRecForConditionalGeneration, exist_ok=True)
 AutoProcessor.register(ALLMRecConfig, ALLMRecProcessor, exist_ok=True)
+AutoModel.register(ALLMRecRankingConfig, ALLMRecForItemRanking, exist_ok=True)
+AutoProcessor.register(ALLMRecRankingConfig, ALLMRecProcessor, exist_ok=True)
 PIPELINE_REGISTRY.register_pipeline(
     "next-item-recommendation",
     pipeline_class=NextItemRecommendationPipeline,
@@ -55,6 +59,8 @@ ALLMRecAlignerModel.register_for_auto_class("AutoModel")
 ALLMRecConfig.register_for_auto_class()
 ALLMRecForConditionalGeneration.register_for_auto_class("AutoModelForCausalLM")
 ALLMRecProcessor.register_for_auto_class("AutoProcessor")
+ALLMRecRankingConfig.register_for_auto_class()
+ALLMRecForItemRanking.register_for_auto_class("AutoModel")
 
 __all__ = [
     "ALLMRecAlignerConfig",
@@ -62,6 +68,9 @@ __all__ = [
     "ALLMRecAlignerOutput",
     "ALLMRecCausalLMOutput",
     "ALLMRecConfig",
+    "ALLMRecForItemRanking",
+    "ALLMRecRankingConfig",
+    "ALLMRecRankingOutput",
     "ALLMRecForConditionalGeneration",
     "ALLMRecProcessor",
     "ALLMRecProjector",

@@ -207,4 +207,68 @@ class ALLMRecConfig(PreTrainedConfig):
         }
 
 
-__all__ = ["ALLMRecAlignerConfig", "ALLMRecConfig"]
+class ALLMRecRankingConfig(ALLMRecConfig):
+    r"""
+    Configuration of [`ALLMRecForItemRanking`]: the same base as [`ALLMRecConfig`] (aligner, projectors, frozen
+    LM) with a ranking head instead of title generation. The prompt shows the history with each item's embedding
+    followed by an output token `[RecOutput]`, whose input embedding is a learned vector plus the projected CF
+    user state after that item; the output token's last-layer hidden state goes through a user head, every item
+    through an item head, and an item's score is their dot product (divided by `temperature`, plus a learned
+    per-item bias when `item_bias=True`).
+
+    Args:
+        output_token_id (`int`, *optional*): Id of `[RecOutput]` in the processor's tokenizer.
+        ranking_hidden_size (`int`, defaults to 128): Size of the user and item vectors that are scored.
+        item_head_input (`str`, defaults to `"cf"`): What the item head reads: `"cf"` (the CF item embedding),
+            `"joint"` (stage 1's joint latent e_i) or `"text"` (stage 1's text latent q_i, for cold items; needs
+            `compute_text_item_latents`).
+        use_user_representation (`bool`, defaults to `True`): Add the projected CF user state to every output
+            token (off: the output token is the learned vector alone, an ablation).
+        item_bias (`bool`, defaults to `True`): A learned per-item score offset.
+        temperature (`float`, defaults to 1.0): Scores are divided by it.
+        distillation_weight (`float`, defaults to 0.0): Weight of the distillation of the CF user representation
+            into the user vector (MSE of both L2-normalised, after a learned map of the CF side; LLM-SRec's term).
+        uniformity_weight (`float`, defaults to 0.0): Weight of the uniformity term on both normalised vectors.
+
+    Example:
+
+    ```python
+    >>> from transformers import LlamaConfig
+    >>> from allmrec_hf import ALLMRecAlignerConfig, ALLMRecRankingConfig, SASRecConfig
+    >>> config = ALLMRecRankingConfig(
+    ...     aligner_config=ALLMRecAlignerConfig(cf_config=SASRecConfig(num_items=50, hidden_size=32)),
+    ...     text_config=LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    ...                             num_attention_heads=4, vocab_size=300),
+    ...     item_projector_input="cf_embedding")
+    >>> config.model_type, config.ranking_hidden_size, config.item_head_input
+    ('allmrec_ranking', 128, 'cf')
+    ```
+    """
+
+    model_type = "allmrec_ranking"
+
+    output_token_id: int | None = None
+    ranking_hidden_size: int = 128
+    item_head_input: Literal["cf", "joint", "text"] = "cf"
+    use_user_representation: bool = True
+    item_bias: bool = True
+    temperature: float = 1.0
+    distillation_weight: float = 0.0
+    uniformity_weight: float = 0.0
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.item_head_input not in ("cf", "joint", "text"):
+            raise ValueError(f"item_head_input must be 'cf', 'joint' or 'text', got {self.item_head_input!r}.")
+        if not isinstance(self.ranking_hidden_size, int) or self.ranking_hidden_size < 1:
+            raise ValueError(f"ranking_hidden_size must be a positive integer, got {self.ranking_hidden_size!r}.")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature!r}.")
+        for name in ("distillation_weight", "uniformity_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
+        if self.output_token_id is not None and (not isinstance(self.output_token_id, int) or self.output_token_id < 0):
+            raise ValueError(f"output_token_id must be a non-negative integer or None, got {self.output_token_id!r}.")
+
+
+__all__ = ["ALLMRecAlignerConfig", "ALLMRecConfig", "ALLMRecRankingConfig"]

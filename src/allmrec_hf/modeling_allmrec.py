@@ -981,7 +981,10 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         revision = kwargs.pop("revision", None)
         hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
         if not isinstance(config, ALLMRecConfig):
-            config = ALLMRecConfig.from_pretrained(pretrained_model_name_or_path, revision=revision, **hub_kwargs)
+            values, _ = cls.config_class.get_config_dict(pretrained_model_name_or_path, revision=revision, **hub_kwargs)
+            check_head_kind(cls, values.get("model_type"), pretrained_model_name_or_path)
+            config = cls.config_class.from_pretrained(pretrained_model_name_or_path, revision=revision, **hub_kwargs)
+        check_head_kind(cls, config.model_type, pretrained_model_name_or_path)
         if config.language_model_included and language_model is None and base_model_name_or_path is None:
             model = super().from_pretrained(
                 pretrained_model_name_or_path, *model_args, config=config, revision=revision, **kwargs
@@ -1192,6 +1195,20 @@ def _output_cache(outputs):
 def positions_from_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids that start at 0 on each row's first real token (so left padding changes nothing)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+# The model class each kind of A-LLMRec checkpoint loads into, by `model_type`.
+HEAD_CLASS_NAMES = {"allmrec": "ALLMRecForConditionalGeneration", "allmrec_ranking": "ALLMRecForItemRanking"}
+
+
+def check_head_kind(model_class: type, model_type: str | None, path) -> None:
+    """Refuse a checkpoint of one head (title generation, item ranking) loaded as the other."""
+    wanted = model_class.config_class.model_type
+    if model_type != wanted and model_type in HEAD_CLASS_NAMES:
+        raise ValueError(
+            f"{path} is an {HEAD_CLASS_NAMES[model_type]} checkpoint (model_type={model_type!r}): load it with "
+            f"{HEAD_CLASS_NAMES[model_type]}.from_pretrained, not {model_class.__name__} (model_type={wanted!r})."
+        )
 
 
 def check_language_model(config: ALLMRecConfig, language_model: PreTrainedModel) -> None:
