@@ -33,6 +33,7 @@ MODULES = [
     "allmrec_hf.configuration_allmrec",
     "allmrec_hf.configuration_sasrec",
     "allmrec_hf.modeling_allmrec",
+    "allmrec_hf.modeling_allmrec_ranking",
     "allmrec_hf.modeling_sasrec",
     "allmrec_hf.pipelines",
     "allmrec_hf.processing_allmrec",

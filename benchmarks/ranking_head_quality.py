@@ -1,0 +1,245 @@
+#!/usr/bin/env python
+"""Quality of the ranking head (`ALLMRecForItemRanking`) against SASRec and the popularity ranking, on every test
+user of a prepared dataset and its persisted 1 + 19 candidate sets, all methods in one run.
+
+    python benchmarks/ranking_head_quality.py --dataset_dir outputs/data/ml-100k --cf_model_path outputs/cf \\
+        --output_dir outputs/ranking_head
+
+The frozen LM (SmolLM2-135M-Instruct in bf16 by default) reads each training user's last `--shown` items, each
+as its title, its item embedding and an output token carrying SASRec's state after it; every output token is
+trained to score the next item (cross-entropy over the whole catalog). This first version trains with a plain
+loop over `--epochs` passes (the Trainer subclass and `examples/` script are the next step); it keeps the
+epoch with the best validation NDCG@10 and reports that epoch's test figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+
+import numpy as np
+import torch
+from tokenizers import AddedToken
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, BertConfig
+
+from allmrec_hf import ALLMRecAlignerConfig, ALLMRecForItemRanking, ALLMRecProcessor, ALLMRecRankingConfig
+from allmrec_hf.data import PreparedDataset
+from allmrec_hf.evaluation.metrics import ranking_metrics, target_ranks
+from allmrec_hf.offline_models import resolve_model_path
+from allmrec_hf.training.builders import load_cf_model
+
+logger = logging.getLogger("ranking_head_quality")
+OUTPUT_TOKEN = "[RecOutput]"
+KS = (1, 5, 10)
+
+
+def build(args, data):
+    cf_model = load_cf_model(args.cf_model_path, data.catalog)
+    local = resolve_model_path(args.llm)
+    tokenizer = AutoTokenizer.from_pretrained(local)
+    processor = ALLMRecProcessor(tokenizer, tokenizer, data.catalog)
+    tokenizer.add_tokens([AddedToken(OUTPUT_TOKEN, special=True, normalized=False)], special_tokens=True)
+    lm = AutoModelForCausalLM.from_pretrained(local, dtype=getattr(torch, args.lm_dtype))
+    aligner_config = ALLMRecAlignerConfig(
+        cf_config=cf_model.config,
+        text_encoder_config=BertConfig(
+            vocab_size=8, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8
+        ),
+        text_encoder_name_or_path="",
+    )
+    config = ALLMRecRankingConfig(
+        aligner_config=aligner_config,
+        text_config=lm.config,
+        base_model_name_or_path=args.llm,
+        item_projector_input="cf_embedding",
+        output_token_id=tokenizer.convert_tokens_to_ids(OUTPUT_TOKEN),
+        use_user_representation=not args.no_user_representation,
+        distillation_weight=args.distillation_weight,
+        uniformity_weight=args.uniformity_weight,
+        **processor.placeholder_token_ids,
+    )
+    model = ALLMRecForItemRanking.from_language_model(config, lm)
+    model.recommender.cf_model.load_state_dict(cf_model.state_dict())
+    model.recommender.requires_grad_(False)
+    return model, processor, cf_model
+
+
+class Prompts:
+    """Each shown item as `"title"[HistoryEmb][RecOutput]` (titles tokenised once), after a short preamble."""
+
+    def __init__(self, processor, catalog, shown: int, history_embeddings: bool = True):
+        tok = processor.tokenizer
+        self.shown = shown
+        self.pad = tok.pad_token_id
+        self.preamble = tok("This user has watched", add_special_tokens=False)["input_ids"]
+        extra = [processor.history_token_id] if history_embeddings else []
+        self.history_embeddings = history_embeddings
+        self.output = tok.convert_tokens_to_ids(OUTPUT_TOKEN)
+        self.item_tokens = [[]] + [
+            tok(f' "{catalog.title(i)}"', add_special_tokens=False)["input_ids"] + extra + [self.output]
+            for i in range(1, catalog.num_items + 1)
+        ]
+
+    def batch(self, histories, next_items=None, cf_length: int = 50):
+        rows, items, labels = [], [], []
+        for row, history in enumerate(histories):
+            seen = list(history)[-self.shown :]
+            ids = list(self.preamble)
+            for item in seen:
+                ids += self.item_tokens[item]
+            if not seen:  # a cold user: the output token alone, carrying the cold-user state
+                ids.append(self.output)
+            rows.append(ids)
+            items.append(seen if self.history_embeddings else [])
+            if next_items is not None:
+                labels.append((seen[1:] + [next_items[row]]) if seen else [next_items[row]])
+        width = max(len(r) for r in rows)
+        out = {
+            "input_ids": torch.tensor([[self.pad] * (width - len(r)) + r for r in rows]),
+            "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows]),
+            "cf_input_ids": pad_left([list(h)[-cf_length:] for h in histories]),
+            "item_ids": pad_right(items),
+        }
+        if next_items is not None:
+            out["labels"] = pad_right(labels)
+        return out
+
+
+def pad_left(rows):
+    width = max([len(r) for r in rows] + [1])
+    return torch.tensor([[0] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
+
+
+def pad_right(rows):
+    width = max([len(r) for r in rows] + [1])
+    return torch.tensor([list(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+@torch.no_grad()
+def head_ranks(model, prompts, rows, batch_size: int) -> tuple[np.ndarray, float]:
+    model.eval()
+    ranks, start = [], time.perf_counter()
+    for begin in tqdm(range(0, len(rows), batch_size), desc="ranking head", leave=False):
+        chunk = rows[begin : begin + batch_size]
+        batch = prompts.batch(chunk["history"])
+        candidates = torch.tensor(chunk["candidates"])
+        scores = model.score_candidates(**batch, candidate_ids=candidates).float()
+        positions = (candidates == torch.tensor(chunk["target"])[:, None]).float().argmax(1)
+        ranks.append(target_ranks(scores.numpy(), positions.numpy()))
+    return np.concatenate(ranks), len(rows) / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def cf_ranks(cf_model, rows) -> np.ndarray:
+    cf_model.eval()
+    candidates = torch.tensor(rows["candidates"])
+    scores = cf_model.score_items(pad_left([h[-50:] for h in rows["history"]]), candidates)
+    positions = (candidates == torch.tensor(rows["target"])[:, None]).float().argmax(1)
+    return target_ranks(scores.numpy(), positions.numpy())
+
+
+def popularity_ranks(data, rows) -> np.ndarray:
+    counts = np.zeros(data.num_items + 1)
+    for row in data.splits["train"]:
+        for item in list(row["history"]) + [row["target"]]:
+            counts[item] += 1
+    candidates = np.asarray(rows["candidates"])
+    positions = (candidates == np.asarray(rows["target"])[:, None]).argmax(1)
+    return target_ranks(counts[candidates], positions)
+
+
+def training_rows(data, windows: int, shown: int):
+    """(history, next item) cut points: the training target, then `windows - 1` earlier cuts `shown` items apart."""
+    rows = []
+    for row in data.splits["train"]:
+        sequence = list(row["history"]) + [row["target"]]
+        for w in range(windows):
+            end = len(sequence) - w * shown
+            if end < 2:
+                break
+            rows.append((sequence[: end - 1], sequence[end - 1]))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset_dir", required=True)
+    parser.add_argument("--cf_model_path", required=True)
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--llm", default="HuggingFaceTB/SmolLM2-135M-Instruct")
+    parser.add_argument("--lm_dtype", default="bfloat16")
+    parser.add_argument("--shown", type=int, default=20, help="history items in the prompt (each trains a step)")
+    parser.add_argument("--windows", type=int, default=1, help="cut points per training user")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--eval_batch_size", type=int, default=16)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--distillation_weight", type=float, default=0.0)
+    parser.add_argument("--uniformity_weight", type=float, default=0.0)
+    parser.add_argument("--no_user_representation", action="store_true")
+    parser.add_argument("--no_history_embeddings", action="store_true")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.manual_seed(args.seed)
+    os.makedirs(args.output_dir, exist_ok=True)
+
+    data = PreparedDataset.load(args.dataset_dir)
+    model, processor, cf_model = build(args, data)
+    prompts = Prompts(processor, data.catalog, args.shown, not args.no_history_embeddings)
+    test, validation = data.splits["test"], data.splits["validation"]
+    results = {
+        "SASRec": ranking_metrics(cf_ranks(cf_model, test), KS),
+        "Popularity": ranking_metrics(popularity_ranks(data, test), KS),
+    }
+    logger.info("SASRec test %s", results["SASRec"])
+
+    rows = training_rows(data, args.windows, args.shown)
+    params = [p for p in model.parameters() if p.requires_grad]
+    logger.info("%d training rows; %d trainable parameters", len(rows), sum(p.numel() for p in params))
+    optimizer = torch.optim.Adam(params, lr=args.learning_rate)
+    rng = np.random.default_rng(args.seed)
+    best, history = None, []
+    for epoch in range(args.epochs):
+        model.train()
+        order = rng.permutation(len(rows))
+        start, losses = time.perf_counter(), []
+        for begin in tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch}"):
+            chunk = [rows[i] for i in order[begin : begin + args.batch_size]]
+            batch = prompts.batch([h for h, _ in chunk], [t for _, t in chunk])
+            loss = model(**batch).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss))
+        train_time = time.perf_counter() - start
+        valid = ranking_metrics(head_ranks(model, prompts, validation, args.eval_batch_size)[0], KS)
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "train_s": train_time, **valid})
+        logger.info("epoch %d: loss %.4f, %.0f s, validation %s", epoch, np.mean(losses), train_time, valid)
+        if best is None or valid["ndcg@10"] > best[0]:
+            best = (valid["ndcg@10"], {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+    with torch.no_grad():
+        parameters = dict(model.named_parameters())
+        for name, value in best[1].items():
+            parameters[name].copy_(value)
+    ranks, users_per_s = head_ranks(model, prompts, test, args.eval_batch_size)
+    results["A-LLMRec ranking head"] = ranking_metrics(ranks, KS)
+    report = {"args": vars(args), "test_users": len(test), "users_per_s": users_per_s, "epochs": history,
+              "results": results}  # fmt: skip
+    with open(os.path.join(args.output_dir, "results.json"), "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2)
+    lines = [f"{len(test)} test users, 1 + 19 persisted candidates; head at {users_per_s:.1f} users/s", "",
+             "| Method | Hit@1 | Hit@5 | Hit@10 | NDCG@10 | MRR |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for name, m in results.items():
+        lines.append(f"| {name} | {m['hit@1']:.4f} | {m['hit@5']:.4f} | {m['hit@10']:.4f} | {m['ndcg@10']:.4f} "
+                     f"| {m['mrr']:.4f} |")  # fmt: skip
+    print("\n".join(lines))
+    return report
+
+
+if __name__ == "__main__":
+    main()
