@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from tokenizers import AddedToken
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, BertConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from allmrec_hf import ALLMRecAlignerConfig, ALLMRecForItemRanking, ALLMRecProcessor, ALLMRecRankingConfig
+from allmrec_hf import ALLMRecForItemRanking, ALLMRecProcessor, ALLMRecRankingConfig
 from allmrec_hf.data import PreparedDataset
 from allmrec_hf.evaluation.metrics import ranking_metrics, target_ranks
 from allmrec_hf.offline_models import resolve_model_path
-from allmrec_hf.training.builders import load_cf_model
+from allmrec_hf.training.builders import load_cf_model, placeholder_aligner_config
 
 logger = logging.getLogger("ranking_head_quality")
 OUTPUT_TOKEN = "[RecOutput]"
@@ -44,15 +44,8 @@ def build(args, data):
     processor = ALLMRecProcessor(tokenizer, tokenizer, data.catalog)
     tokenizer.add_tokens([AddedToken(OUTPUT_TOKEN, special=True, normalized=False)], special_tokens=True)
     lm = AutoModelForCausalLM.from_pretrained(local, dtype=getattr(torch, args.lm_dtype))
-    aligner_config = ALLMRecAlignerConfig(
-        cf_config=cf_model.config,
-        text_encoder_config=BertConfig(
-            vocab_size=8, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8
-        ),
-        text_encoder_name_or_path="",
-    )
     config = ALLMRecRankingConfig(
-        aligner_config=aligner_config,
+        aligner_config=placeholder_aligner_config(cf_model.config),
         text_config=lm.config,
         base_model_name_or_path=args.llm,
         item_projector_input="cf_embedding",

@@ -162,6 +162,18 @@ def load_aligner(path: str | os.PathLike, catalog: ItemCatalog | None = None) ->
     return ALLMRecAlignerModel.from_pretrained(path)
 
 
+def placeholder_aligner_config(cf_config) -> ALLMRecAlignerConfig:
+    """An aligner config around `cf_config` for models that never use stage 1's text side (MLP-LLM, a ranking head
+    on raw CF embeddings): a minimal placeholder sentence encoder keeps the checkpoint small."""
+    return ALLMRecAlignerConfig(
+        cf_config=cf_config,
+        text_encoder_config=BertConfig(
+            vocab_size=8, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8
+        ),
+        text_encoder_name_or_path="",
+    )
+
+
 def build_stage2_model(
     aligner: ALLMRecAlignerModel | None,
     language_model_name_or_path: str,
@@ -194,14 +206,7 @@ def build_stage2_model(
     else:
         if cf_model is None:
             raise ValueError("build_stage2_model needs a stage-1 aligner, or a CF model for the MLP-LLM baseline.")
-        # MLP-LLM never uses the aligner's text side: a minimal placeholder encoder keeps the checkpoint small.
-        aligner_config = ALLMRecAlignerConfig(
-            cf_config=cf_model.config,
-            text_encoder_config=BertConfig(
-                vocab_size=8, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8
-            ),
-            text_encoder_name_or_path="",
-        )
+        aligner_config = placeholder_aligner_config(cf_model.config)
     config = ALLMRecConfig(
         aligner_config=aligner_config,
         text_config=language_model.config,
