@@ -230,15 +230,13 @@ class ALLMRecForItemRanking(ALLMRecForConditionalGeneration):
         head_dtype = self.user_head.linear_1.weight.dtype
         users = self.user_head(hidden[output_mask].to(head_dtype))  # (num_output_tokens, size)
         last_users = users[output_mask.sum(1).cumsum(0) - 1]  # each row's last output token (row-major order)
-        temperature = self.config.temperature
-
+        catalog_vectors = None  # the item head over the whole catalog, computed once when needed
         if candidate_ids is not None:
             check_item_ids(candidate_ids, self.recommender.num_items, what="candidate item id")
-            scores = torch.einsum("bd,bcd->bc", last_users, self.get_item_vectors(candidate_ids)) / temperature
-            scores = scores + self._item_bias(candidate_ids)
-            scores = scores.masked_fill(candidate_ids == 0, float("-inf"))
+            scores = self.score_items(last_users, candidate_ids).masked_fill(candidate_ids == 0, float("-inf"))
         else:
-            scores = self.score_users(last_users)
+            catalog_vectors = self.get_item_vectors()
+            scores = self.score_users(last_users, catalog_vectors)
 
         loss = ranking_loss = distillation_loss = uniformity_loss = None
         if labels is not None:
@@ -250,23 +248,21 @@ class ALLMRecForItemRanking(ALLMRecForConditionalGeneration):
                 step_negatives = self._step_values(negative_ids, output_mask)[labelled]
                 pool = torch.cat([step_labels[labelled, None], step_negatives], dim=1)
                 check_item_ids(pool, self.recommender.num_items, what="negative item id")
-                logits = torch.einsum("nd,nkd->nk", users[labelled], self.get_item_vectors(pool)) / temperature
-                logits = logits + self._item_bias(pool)
+                logits = self.score_items(users[labelled], pool)
                 ranking_loss = F.cross_entropy(logits.float(), torch.zeros_like(pool[:, 0]))
             else:
-                logits = self.score_users(users[labelled])
+                logits = self.score_users(users[labelled], catalog_vectors)
                 ranking_loss = F.cross_entropy(logits.float(), step_labels[labelled])
             loss = ranking_loss
+            user_unit = F.normalize(users[labelled].float(), dim=-1)
+            units = [user_unit]
             if self.cf_user_head is not None:
-                user_unit = F.normalize(users[labelled].float(), dim=-1)
                 cf_unit = F.normalize(self.cf_user_head(states[labelled].to(head_dtype)).float(), dim=-1)
                 distillation_loss = (user_unit - cf_unit).pow(2).sum(-1).mean()
                 loss = loss + self.config.distillation_weight * distillation_loss
-                if self.config.uniformity_weight > 0:
-                    uniformity_loss = (uniformity(user_unit) + uniformity(cf_unit)) / 2
-                    loss = loss + self.config.uniformity_weight * uniformity_loss
-            elif self.config.uniformity_weight > 0:
-                uniformity_loss = uniformity(F.normalize(users[labelled].float(), dim=-1))
+                units.append(cf_unit)
+            if self.config.uniformity_weight > 0:
+                uniformity_loss = sum(uniformity(unit) for unit in units) / len(units)
                 loss = loss + self.config.uniformity_weight * uniformity_loss
         output = ALLMRecRankingOutput(
             loss=loss,
@@ -296,10 +292,16 @@ class ALLMRecForItemRanking(ALLMRecForConditionalGeneration):
         check_item_ids(step_labels, self.recommender.num_items, what="label item id")
         return step_labels
 
-    def score_users(self, users: torch.Tensor) -> torch.Tensor:
+    def score_items(self, users: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+        """Scores `(n, k)` of each user vector `(n, ranking_hidden_size)` for its own `k` items `(n, k)`."""
+        scores = torch.einsum("nd,nkd->nk", users, self.get_item_vectors(item_ids)) / self.config.temperature
+        return scores + self._item_bias(item_ids)
+
+    def score_users(self, users: torch.Tensor, item_vectors: torch.Tensor | None = None) -> torch.Tensor:
         """Scores `(n, num_items + 1)` of user vectors `(n, ranking_hidden_size)` over the whole catalog; column 0
-        (padding) is `-inf`."""
-        scores = users @ self.get_item_vectors().T / self.config.temperature + self._item_bias()
+        (padding) is `-inf`. `item_vectors` (from `get_item_vectors()`) saves recomputing the item head."""
+        item_vectors = self.get_item_vectors() if item_vectors is None else item_vectors
+        scores = users @ item_vectors.T / self.config.temperature + self._item_bias()
         scores[:, 0] = float("-inf")
         return scores
 
