@@ -8,8 +8,11 @@ user of a prepared dataset and its persisted 1 + 19 candidate sets, all methods 
 The frozen LM (SmolLM2-135M-Instruct in bf16 by default) reads each training user's last `--shown` items, each
 as its title, its item embedding and an output token carrying SASRec's state after it; every output token is
 trained to score the next item (cross-entropy over the whole catalog). This first version trains with a plain
-loop over `--epochs` passes (the Trainer subclass and `examples/` script are the next step); it keeps the
-epoch with the best validation NDCG@10 and reports that epoch's test figures.
+loop over `--epochs` passes (the Trainer subclass and `examples/` script are the next step), stopping after
+`--patience` epochs without a validation NDCG@10 gain; it keeps the best epoch, saves it (`model/`) with every
+test user's candidate scores (`test_scores.npz`), and reports its test figures. A separate, labelled row adds
+SASRec's candidate log-probabilities to the head's with a weight chosen on validation NDCG@10 (never on test):
+it is a sum with SASRec's own score, not the pure head.
 """
 
 from __future__ import annotations
@@ -22,18 +25,16 @@ import time
 
 import numpy as np
 import torch
-from tokenizers import AddedToken
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from allmrec_hf import ALLMRecForItemRanking, ALLMRecProcessor, ALLMRecRankingConfig
+from allmrec_hf import ALLMRecForItemRanking, ALLMRecProcessor, ALLMRecRankingConfig, PromptTemplate
 from allmrec_hf.data import PreparedDataset
 from allmrec_hf.evaluation.metrics import ranking_metrics, target_ranks
 from allmrec_hf.offline_models import resolve_model_path
 from allmrec_hf.training.builders import load_cf_model, placeholder_aligner_config
 
 logger = logging.getLogger("ranking_head_quality")
-OUTPUT_TOKEN = "[RecOutput]"
 KS = (1, 5, 10)
 
 
@@ -41,15 +42,17 @@ def build(args, data):
     cf_model = load_cf_model(args.cf_model_path, data.catalog)
     local = resolve_model_path(args.llm)
     tokenizer = AutoTokenizer.from_pretrained(local)
-    processor = ALLMRecProcessor(tokenizer, tokenizer, data.catalog)
-    tokenizer.add_tokens([AddedToken(OUTPUT_TOKEN, special=True, normalized=False)], special_tokens=True)
+    template = PromptTemplate(ranking_history_length=args.shown)
+    if args.no_history_embeddings:
+        template = PromptTemplate.without_embeddings(ranking_history_length=args.shown)
+    processor = ALLMRecProcessor(tokenizer, tokenizer, data.catalog, prompt_template=template)
     lm = AutoModelForCausalLM.from_pretrained(local, dtype=getattr(torch, args.lm_dtype))
     config = ALLMRecRankingConfig(
         aligner_config=placeholder_aligner_config(cf_model.config),
         text_config=lm.config,
         base_model_name_or_path=args.llm,
         item_projector_input="cf_embedding",
-        output_token_id=tokenizer.convert_tokens_to_ids(OUTPUT_TOKEN),
+        output_token_id=processor.output_token_id,
         use_user_representation=not args.no_user_representation,
         distillation_weight=args.distillation_weight,
         uniformity_weight=args.uniformity_weight,
@@ -62,44 +65,13 @@ def build(args, data):
 
 
 class Prompts:
-    """Each shown item as `"title"[HistoryEmb][RecOutput]` (titles tokenised once), after a short preamble."""
+    """Batches of the processor's ranking prompt (`ALLMRecProcessor.ranking_inputs`)."""
 
-    def __init__(self, processor, catalog, shown: int, history_embeddings: bool = True):
-        tok = processor.tokenizer
-        self.shown = shown
-        self.pad = tok.pad_token_id
-        self.preamble = tok("This user has watched", add_special_tokens=False)["input_ids"]
-        extra = [processor.history_token_id] if history_embeddings else []
-        self.history_embeddings = history_embeddings
-        self.output = tok.convert_tokens_to_ids(OUTPUT_TOKEN)
-        self.item_tokens = [[]] + [
-            tok(f' "{catalog.title(i)}"', add_special_tokens=False)["input_ids"] + extra + [self.output]
-            for i in range(1, catalog.num_items + 1)
-        ]
+    def __init__(self, processor):
+        self.processor = processor
 
-    def batch(self, histories, next_items=None, cf_length: int = 50):
-        rows, items, labels = [], [], []
-        for row, history in enumerate(histories):
-            seen = list(history)[-self.shown :]
-            ids = list(self.preamble)
-            for item in seen:
-                ids += self.item_tokens[item]
-            if not seen:  # a cold user: the output token alone, carrying the cold-user state
-                ids.append(self.output)
-            rows.append(ids)
-            items.append(seen if self.history_embeddings else [])
-            if next_items is not None:
-                labels.append((seen[1:] + [next_items[row]]) if seen else [next_items[row]])
-        width = max(len(r) for r in rows)
-        out = {
-            "input_ids": torch.tensor([[self.pad] * (width - len(r)) + r for r in rows]),
-            "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows]),
-            "cf_input_ids": pad_left([list(h)[-cf_length:] for h in histories]),
-            "item_ids": pad_right(items),
-        }
-        if next_items is not None:
-            out["labels"] = pad_right(labels)
-        return out
+    def batch(self, histories, next_items=None):
+        return dict(self.processor.ranking_inputs(histories, next_items))
 
 
 def pad_left(rows):
@@ -107,32 +79,42 @@ def pad_left(rows):
     return torch.tensor([[0] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
 
 
-def pad_right(rows):
-    width = max([len(r) for r in rows] + [1])
-    return torch.tensor([list(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long)
+def target_positions(rows) -> np.ndarray:
+    candidates = np.asarray(rows["candidates"])
+    return (candidates == np.asarray(rows["target"])[:, None]).argmax(1)
 
 
 @torch.no_grad()
-def head_ranks(model, prompts, rows, batch_size: int) -> tuple[np.ndarray, float]:
+def head_scores(model, prompts, rows, batch_size: int) -> tuple[np.ndarray, float]:
+    """`(users, candidates)` head scores and the users/s it ran at."""
     model.eval()
-    ranks, start = [], time.perf_counter()
+    scores, start = [], time.perf_counter()
     for begin in tqdm(range(0, len(rows), batch_size), desc="ranking head", leave=False):
         chunk = rows[begin : begin + batch_size]
         batch = prompts.batch(chunk["history"])
         candidates = torch.tensor(chunk["candidates"])
-        scores = model.score_candidates(**batch, candidate_ids=candidates).float()
-        positions = (candidates == torch.tensor(chunk["target"])[:, None]).float().argmax(1)
-        ranks.append(target_ranks(scores.numpy(), positions.numpy()))
-    return np.concatenate(ranks), len(rows) / (time.perf_counter() - start)
+        scores.append(model.score_candidates(**batch, candidate_ids=candidates).float().numpy())
+    return np.concatenate(scores), len(rows) / (time.perf_counter() - start)
 
 
 @torch.no_grad()
-def cf_ranks(cf_model, rows) -> np.ndarray:
+def cf_scores(cf_model, rows) -> np.ndarray:
     cf_model.eval()
     candidates = torch.tensor(rows["candidates"])
-    scores = cf_model.score_items(pad_left([h[-50:] for h in rows["history"]]), candidates)
-    positions = (candidates == torch.tensor(rows["target"])[:, None]).float().argmax(1)
-    return target_ranks(scores.numpy(), positions.numpy())
+    return cf_model.score_items(pad_left([h[-50:] for h in rows["history"]]), candidates).float().numpy()
+
+
+def log_softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max(1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+
+
+FUSION_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+
+
+def fused(head: np.ndarray, cf: np.ndarray, weight: float) -> np.ndarray:
+    """The head's candidate log-probabilities plus `weight` times SASRec's (a labelled sum, never the pure head)."""
+    return log_softmax(head) + weight * log_softmax(cf)
 
 
 def popularity_ranks(data, rows) -> np.ndarray:
@@ -175,6 +157,7 @@ def main(argv=None):
     parser.add_argument("--uniformity_weight", type=float, default=0.0)
     parser.add_argument("--no_user_representation", action="store_true")
     parser.add_argument("--no_history_embeddings", action="store_true")
+    parser.add_argument("--patience", type=int, default=2, help="epochs without a validation NDCG@10 gain")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -183,12 +166,15 @@ def main(argv=None):
 
     data = PreparedDataset.load(args.dataset_dir)
     model, processor, cf_model = build(args, data)
-    prompts = Prompts(processor, data.catalog, args.shown, not args.no_history_embeddings)
+    prompts = Prompts(processor)
     test, validation = data.splits["test"], data.splits["validation"]
+    cf_test, cf_validation = cf_scores(cf_model, test), cf_scores(cf_model, validation)
     results = {
-        "SASRec": ranking_metrics(cf_ranks(cf_model, test), KS),
+        "SASRec": ranking_metrics(target_ranks(cf_test, target_positions(test)), KS),
         "Popularity": ranking_metrics(popularity_ranks(data, test), KS),
     }
+    sasrec_validation = ranking_metrics(target_ranks(cf_validation, target_positions(validation)), KS)
+    logger.info("SASRec validation %s", sasrec_validation)
     logger.info("SASRec test %s", results["SASRec"])
 
     rows = training_rows(data, args.windows, args.shown)
@@ -196,7 +182,7 @@ def main(argv=None):
     logger.info("%d training rows; %d trainable parameters", len(rows), sum(p.numel() for p in params))
     optimizer = torch.optim.Adam(params, lr=args.learning_rate)
     rng = np.random.default_rng(args.seed)
-    best, history = None, []
+    best, history, stale = None, [], 0
     for epoch in range(args.epochs):
         model.train()
         order = rng.permutation(len(rows))
@@ -210,19 +196,34 @@ def main(argv=None):
             optimizer.step()
             losses.append(float(loss))
         train_time = time.perf_counter() - start
-        valid = ranking_metrics(head_ranks(model, prompts, validation, args.eval_batch_size)[0], KS)
+        valid_scores = head_scores(model, prompts, validation, args.eval_batch_size)[0]
+        valid = ranking_metrics(target_ranks(valid_scores, target_positions(validation)), KS)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "train_s": train_time, **valid})
         logger.info("epoch %d: loss %.4f, %.0f s, validation %s", epoch, np.mean(losses), train_time, valid)
         if best is None or valid["ndcg@10"] > best[0]:
-            best = (valid["ndcg@10"], {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+            state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+            best, stale = (valid["ndcg@10"], state, valid_scores), 0
+        else:
+            stale += 1
+            if stale >= args.patience:
+                logger.info("no validation NDCG@10 gain for %d epochs: stopping", stale)
+                break
     with torch.no_grad():
         parameters = dict(model.named_parameters())
         for name, value in best[1].items():
             parameters[name].copy_(value)
-    ranks, users_per_s = head_ranks(model, prompts, test, args.eval_batch_size)
-    results["A-LLMRec ranking head"] = ranking_metrics(ranks, KS)
+    model.save_pretrained(os.path.join(args.output_dir, "model"))
+    head_test, users_per_s = head_scores(model, prompts, test, args.eval_batch_size)
+    results["A-LLMRec ranking head"] = ranking_metrics(target_ranks(head_test, target_positions(test)), KS)
+    # The labelled sum: the weight on SASRec's log-probabilities is chosen on validation NDCG@10, never on test.
+    weight = max(FUSION_WEIGHTS, key=lambda w: ranking_metrics(
+        target_ranks(fused(best[2], cf_validation, w), target_positions(validation)), KS)["ndcg@10"])  # fmt: skip
+    results[f"ranking head + {weight:g} x SASRec score (weight chosen on validation)"] = ranking_metrics(
+        target_ranks(fused(head_test, cf_test, weight), target_positions(test)), KS)  # fmt: skip
+    np.savez(os.path.join(args.output_dir, "test_scores.npz"), head=head_test, sasrec=cf_test,
+             candidates=np.asarray(test["candidates"]), target=np.asarray(test["target"]))  # fmt: skip
     report = {"args": vars(args), "test_users": len(test), "users_per_s": users_per_s, "epochs": history,
-              "results": results}  # fmt: skip
+              "sasrec_validation": sasrec_validation, "fusion_weight": weight, "results": results}  # fmt: skip
     with open(os.path.join(args.output_dir, "results.json"), "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)
     lines = [f"{len(test)} test users, 1 + 19 persisted candidates; head at {users_per_s:.1f} users/s", "",

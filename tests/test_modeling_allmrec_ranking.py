@@ -26,7 +26,7 @@ def build_ranking_model(family: str, processor, seed: int = 0, **overrides) -> A
 
 
 def output_token_id(processor) -> int:
-    return max(processor.placeholder_token_ids.values()) + 1  # beyond the LM's vocabulary, like the placeholders
+    return processor.output_token_id  # beyond the LM's vocabulary, like the placeholders
 
 
 def ranking_batch(processor, histories, shown: int = 4, targets=None):

@@ -169,9 +169,9 @@ def test_item_ids_follow_placeholder_order(processor):
 def test_placeholders_are_added_once(tokenizer, catalog):
     base = len(tokenizer)
     first = ALLMRecProcessor(tokenizer, tokenizer, catalog)
-    assert len(tokenizer) == base + 3
+    assert len(tokenizer) == base + 4
     second = ALLMRecProcessor(tokenizer, tokenizer, catalog)
-    assert len(tokenizer) == base + 3
+    assert len(tokenizer) == base + 4
     assert first.placeholder_token_ids == second.placeholder_token_ids
     ids = first.placeholder_token_ids
     assert ids == {
@@ -189,7 +189,7 @@ def test_placeholders_are_added_once(tokenizer, catalog):
 def test_text_encoder_tokenizer_does_not_get_placeholders(processor, tokenizer):
     assert processor.text_encoder_tokenizer is not processor.tokenizer
     assert USER_TOKEN not in processor.text_encoder_tokenizer.get_vocab()
-    assert len(processor.text_encoder_tokenizer) == len(processor.tokenizer) - 3
+    assert len(processor.text_encoder_tokenizer) == len(processor.tokenizer) - 4
 
 
 # ------------------------------------------------------------------------------------ labels and padding
@@ -622,3 +622,59 @@ def test_tensor_inputs_equal_list_inputs(processor):
     assert as_lists.keys() == as_tensors.keys()
     for key in as_lists:
         assert torch.equal(as_lists[key], as_tensors[key]), key
+
+
+# ---------------------------------------------------------------------------------------------- ranking prompt
+def test_ranking_inputs_show_each_item_with_its_embedding_and_output_token(processor):
+    from allmrec_hf.processing_allmrec import OUTPUT_TOKEN
+
+    batch = processor.ranking_inputs([[1, 2, 3], []], targets=[4, 5])
+    text = decoded_prompt(processor, batch, 0)
+    assert text.count(OUTPUT_TOKEN) == 3 and text.count(HISTORY_TOKEN) == 3
+    assert text.index(title(1)) < text.index(title(2)) < text.index(title(3))
+    assert decoded_prompt(processor, batch, 1).count(OUTPUT_TOKEN) == 1  # a cold user: one output token
+    assert batch["item_ids"].tolist() == [[1, 2, 3], [0, 0, 0]]
+    assert batch["labels"].tolist() == [[2, 3, 4], [5, 0, 0]]  # the next item after every output token
+    assert batch["cf_input_ids"].tolist() == [[1, 2, 3], [0, 0, 0]]
+    assert batch["attention_mask"][1, 0] == 0  # left-padded
+    assert processor.output_token_id == processor.tokenizer.convert_tokens_to_ids(OUTPUT_TOKEN)
+    assert processor.output_token_id not in processor.placeholder_token_ids.values()
+
+
+def test_ranking_inputs_show_only_the_last_ranking_history_length_items(tokenizer, catalog):
+    template = PromptTemplate(ranking_history_length=2)
+    processor = ALLMRecProcessor(tokenizer, tokenizer, catalog, prompt_template=template)
+    batch = processor.ranking_inputs([[1, 2, 3, 4]], targets=[5])
+    assert batch["item_ids"].tolist() == [[3, 4]] and batch["labels"].tolist() == [[4, 5]]
+    assert batch["cf_input_ids"].tolist() == [[1, 2, 3, 4]]  # the CF encoder still reads the whole history
+
+
+def test_ranking_inputs_without_embeddings_have_no_item_placeholders(tokenizer, catalog):
+    processor = ALLMRecProcessor(tokenizer, tokenizer, catalog, prompt_template=PromptTemplate.without_embeddings())
+    batch = processor.ranking_inputs([[1, 2]])
+    assert HISTORY_TOKEN not in decoded_prompt(processor, batch) and batch["item_ids"].numel() == 0
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"ranking_item": ' "{title}"{item}'}, "ranking_item must contain"),
+        ({"ranking_prompt": "no history"}, "ranking_prompt must contain"),
+        ({"ranking_history_length": 0}, "ranking_history_length must be a positive integer"),
+    ],
+)
+def test_bad_ranking_templates_are_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        PromptTemplate(**overrides)
+
+
+def test_ranking_history_longer_than_the_cf_history_is_refused(tokenizer, catalog):
+    template = PromptTemplate(ranking_history_length=60)
+    processor = ALLMRecProcessor(tokenizer, tokenizer, catalog, prompt_template=template)
+    with pytest.raises(ValueError, match=r"ranking_history_length \(60\) exceeds max_history_length \(50\)"):
+        processor.ranking_inputs([[1, 2]])
+
+
+def test_ranking_inputs_name_a_bad_item(processor):
+    with pytest.raises(KeyError, match=f"history item \\(row 0\\) {NUM_ITEMS + 5} is not in the catalog"):
+        processor.ranking_inputs([[1, NUM_ITEMS + 5]])

@@ -19,6 +19,8 @@ logger = logging.get_logger(__name__)
 USER_TOKEN = "[UserRep]"
 HISTORY_TOKEN = "[HistoryEmb]"
 CANDIDATE_TOKEN = "[CandidateEmb]"
+OUTPUT_TOKEN = "[RecOutput]"  # the ranking head's output token (`ALLMRecForItemRanking`)
+PLACEHOLDER_TOKENS = (USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN, OUTPUT_TOKEN)
 # `save_pretrained(push_to_hub=True, ...)` keyword arguments that go to `push_to_hub`.
 _PUSH_TO_HUB_KWARGS = ("commit_message", "commit_description", "private", "token", "revision", "create_pr")
 
@@ -33,6 +35,10 @@ class PromptTemplate:
     `prompt` and `prompt_without_candidates` may use `{user}` (the user placeholder), `{history}`,
     `{candidates}`, `{noun}`, `{verb}` and `{past_verb}`. `history_item` and `candidate_item` use `{title}` and
     `{item}` (the item placeholder); `answer` uses `{title}`.
+
+    The ranking head's prompt (`ALLMRecProcessor.ranking_inputs`) is `ranking_prompt` with `{history}` the last
+    `ranking_history_length` items, each as `ranking_item`: `{title}`, `{item}` and `{output}` (the output token
+    whose hidden state scores the next item; it must be there).
 
     Example:
 
@@ -61,6 +67,9 @@ class PromptTemplate:
     verb: str = "watch"
     past_verb: str = "watched"
     history_length: int = 10
+    ranking_prompt: str = "This user has {past_verb}{history}"
+    ranking_item: str = ' "{title}"{item}{output}'
+    ranking_history_length: int = 20
 
     def __post_init__(self):
         for name in ("prompt", "prompt_without_candidates"):
@@ -75,6 +84,17 @@ class PromptTemplate:
         if not isinstance(self.history_length, int) or self.history_length < 0:
             raise ValueError(
                 f"PromptTemplate.history_length must be a non-negative integer, got {self.history_length!r}."
+            )
+        if "{history}" not in self.ranking_prompt:
+            raise ValueError(f"PromptTemplate.ranking_prompt must contain '{{history}}', got {self.ranking_prompt!r}.")
+        if "{output}" not in self.ranking_item or "{title}" not in self.ranking_item:
+            raise ValueError(
+                f"PromptTemplate.ranking_item must contain '{{title}}' and '{{output}}', got {self.ranking_item!r}."
+            )
+        if not isinstance(self.ranking_history_length, int) or self.ranking_history_length < 1:
+            raise ValueError(
+                "PromptTemplate.ranking_history_length must be a positive integer, "
+                f"got {self.ranking_history_length!r}."
             )
 
     @classmethod
@@ -96,6 +116,7 @@ class PromptTemplate:
             ),
             "history_item": '"{title}"',
             "candidate_item": '"{title}"',
+            "ranking_item": ' "{title}"{output}',
         }
         values.update(overrides)
         return cls(**values)
@@ -104,7 +125,7 @@ class PromptTemplate:
     def uses_embeddings(self) -> bool:
         """Whether the prompt has any placeholder (user representation or item embeddings)."""
         return "{user}" in self.prompt + self.prompt_without_candidates or any(
-            "{item}" in text for text in (self.history_item, self.candidate_item)
+            "{item}" in text for text in (self.history_item, self.candidate_item, self.ranking_item)
         )
 
     @classmethod
@@ -178,7 +199,7 @@ class ALLMRecProcessor(ProcessorMixin):
             raise ValueError("ALLMRecProcessor needs both `tokenizer` and `text_encoder_tokenizer`.")
         if text_encoder_tokenizer is tokenizer:  # two roles, two objects (the LM's gets the placeholders)
             text_encoder_tokenizer = copy.deepcopy(tokenizer)
-        missing = [t for t in (USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN) if t not in tokenizer.get_vocab()]
+        missing = [t for t in PLACEHOLDER_TOKENS if t not in tokenizer.get_vocab()]
         if missing:
             tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
         if tokenizer.pad_token is None:
@@ -210,6 +231,11 @@ class ALLMRecProcessor(ProcessorMixin):
         return self.tokenizer.convert_tokens_to_ids(CANDIDATE_TOKEN)
 
     @property
+    def output_token_id(self) -> int:
+        """The ranking head's output token (`ALLMRecRankingConfig.output_token_id`)."""
+        return self.tokenizer.convert_tokens_to_ids(OUTPUT_TOKEN)
+
+    @property
     def placeholder_token_ids(self) -> dict[str, int]:
         """The ids to put in `ALLMRecConfig` (`user_token_id`, `history_token_id`, `candidate_token_id`)."""
         return {
@@ -226,7 +252,7 @@ class ALLMRecProcessor(ProcessorMixin):
     # ------------------------------------------------------------------------------------------ prompts
     def _title(self, index: int) -> str:
         title = self.catalog.title(index)
-        for token in (USER_TOKEN, HISTORY_TOKEN, CANDIDATE_TOKEN):
+        for token in PLACEHOLDER_TOKENS:
             if token in title:
                 raise ValueError(f"item {index}'s title {title!r} contains the placeholder token {token}.")
         return title
@@ -297,6 +323,54 @@ class ALLMRecProcessor(ProcessorMixin):
             sequences.append(self.tokenizer(f"{text} {instruction.strip()}")["input_ids"])
             item_rows.append(items)
         return _id_batch(self._prompt_fields(sequences, histories, item_rows, "left"), return_tensors)
+
+    def ranking_inputs(
+        self,
+        histories: Sequence[Sequence[int]],
+        targets: Sequence[int] | None = None,
+        return_tensors: str | None = "pt",
+    ) -> BatchFeature:
+        """Inputs for the ranking head ([`ALLMRecForItemRanking`]): each user's last `ranking_history_length` items,
+        each followed by its item placeholder and an output token (a cold user gets one output token), left-padded.
+
+        With `targets` (each user's next item), `labels` holds the item each output token should score highest:
+        the next shown item, and the target after the last one, so one forward trains every shown prefix.
+
+        Example (`processor` and `model` as built in the README):
+
+        ```python
+        >>> batch = processor.ranking_inputs([[1, 2, 3]], targets=[4])  # doctest: +SKIP
+        >>> batch["labels"].tolist()  # doctest: +SKIP
+        [[2, 3, 4]]
+        >>> model.score_candidates(**processor.ranking_inputs([[1, 2, 3]]), candidate_ids=...)  # doctest: +SKIP
+        ```
+        """
+        template = self.prompt_template
+        if template.ranking_history_length > self.max_history_length:
+            raise ValueError(
+                f"PromptTemplate.ranking_history_length ({template.ranking_history_length}) exceeds "
+                f"max_history_length ({self.max_history_length}): every shown item needs its CF state."
+            )
+        histories, targets = _as_lists(histories), _as_lists(targets)
+        self._check_batch(histories, None, targets)
+        sequences, item_rows, label_rows = [], [], []
+        for row, history in enumerate(histories):
+            shown = list(history)[-template.ranking_history_length :]
+            placeholder = HISTORY_TOKEN if "{item}" in template.ranking_item else ""
+            items = "".join(
+                template.ranking_item.format(title=self._title(i), item=placeholder, output=OUTPUT_TOKEN) for i in shown
+            )
+            text = template.ranking_prompt.format(
+                history=items or OUTPUT_TOKEN, noun=template.noun, verb=template.verb, past_verb=template.past_verb
+            )
+            sequences.append(self.tokenizer(text)["input_ids"])
+            item_rows.append(shown if placeholder else [])
+            if targets is not None:
+                label_rows.append(shown[1:] + [targets[row]])
+        data = self._prompt_fields(sequences, histories, item_rows, "left")
+        if targets is not None:
+            data["labels"] = _pad(label_rows, 0, "right")
+        return _id_batch(data, return_tensors)
 
     def _prompt_fields(self, sequences, histories, item_rows, padding_side: str) -> dict[str, Any]:
         """The fields every batch has: padded prompt ids and mask, the CF histories and the placeholder item ids."""
