@@ -64,16 +64,6 @@ def build(args, data):
     return model, processor, cf_model
 
 
-class Prompts:
-    """Batches of the processor's ranking prompt (`ALLMRecProcessor.ranking_inputs`)."""
-
-    def __init__(self, processor):
-        self.processor = processor
-
-    def batch(self, histories, next_items=None):
-        return dict(self.processor.ranking_inputs(histories, next_items))
-
-
 def pad_left(rows):
     width = max([len(r) for r in rows] + [1])
     return torch.tensor([[0] * (width - len(r)) + list(r) for r in rows], dtype=torch.long)
@@ -85,13 +75,13 @@ def target_positions(rows) -> np.ndarray:
 
 
 @torch.no_grad()
-def head_scores(model, prompts, rows, batch_size: int) -> tuple[np.ndarray, float]:
+def head_scores(model, processor, rows, batch_size: int) -> tuple[np.ndarray, float]:
     """`(users, candidates)` head scores and the users/s it ran at."""
     model.eval()
     scores, start = [], time.perf_counter()
     for begin in tqdm(range(0, len(rows), batch_size), desc="ranking head", leave=False):
         chunk = rows[begin : begin + batch_size]
-        batch = prompts.batch(chunk["history"])
+        batch = processor.ranking_inputs(chunk["history"])
         candidates = torch.tensor(chunk["candidates"])
         scores.append(model.score_candidates(**batch, candidate_ids=candidates).float().numpy())
     return np.concatenate(scores), len(rows) / (time.perf_counter() - start)
@@ -122,9 +112,7 @@ def popularity_ranks(data, rows) -> np.ndarray:
     for row in data.splits["train"]:
         for item in list(row["history"]) + [row["target"]]:
             counts[item] += 1
-    candidates = np.asarray(rows["candidates"])
-    positions = (candidates == np.asarray(rows["target"])[:, None]).argmax(1)
-    return target_ranks(counts[candidates], positions)
+    return target_ranks(counts[np.asarray(rows["candidates"])], target_positions(rows))
 
 
 def training_rows(data, windows: int, shown: int):
@@ -166,14 +154,14 @@ def main(argv=None):
 
     data = PreparedDataset.load(args.dataset_dir)
     model, processor, cf_model = build(args, data)
-    prompts = Prompts(processor)
     test, validation = data.splits["test"], data.splits["validation"]
+    test_targets, validation_targets = target_positions(test), target_positions(validation)
     cf_test, cf_validation = cf_scores(cf_model, test), cf_scores(cf_model, validation)
     results = {
-        "SASRec": ranking_metrics(target_ranks(cf_test, target_positions(test)), KS),
+        "SASRec": ranking_metrics(target_ranks(cf_test, test_targets), KS),
         "Popularity": ranking_metrics(popularity_ranks(data, test), KS),
     }
-    sasrec_validation = ranking_metrics(target_ranks(cf_validation, target_positions(validation)), KS)
+    sasrec_validation = ranking_metrics(target_ranks(cf_validation, validation_targets), KS)
     logger.info("SASRec validation %s", sasrec_validation)
     logger.info("SASRec test %s", results["SASRec"])
 
@@ -189,15 +177,15 @@ def main(argv=None):
         start, losses = time.perf_counter(), []
         for begin in tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch}"):
             chunk = [rows[i] for i in order[begin : begin + args.batch_size]]
-            batch = prompts.batch([h for h, _ in chunk], [t for _, t in chunk])
+            batch = processor.ranking_inputs([h for h, _ in chunk], [t for _, t in chunk])
             loss = model(**batch).loss
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             losses.append(float(loss))
         train_time = time.perf_counter() - start
-        valid_scores = head_scores(model, prompts, validation, args.eval_batch_size)[0]
-        valid = ranking_metrics(target_ranks(valid_scores, target_positions(validation)), KS)
+        valid_scores = head_scores(model, processor, validation, args.eval_batch_size)[0]
+        valid = ranking_metrics(target_ranks(valid_scores, validation_targets), KS)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "train_s": train_time, **valid})
         logger.info("epoch %d: loss %.4f, %.0f s, validation %s", epoch, np.mean(losses), train_time, valid)
         if best is None or valid["ndcg@10"] > best[0]:
@@ -213,13 +201,13 @@ def main(argv=None):
         for name, value in best[1].items():
             parameters[name].copy_(value)
     model.save_pretrained(os.path.join(args.output_dir, "model"))
-    head_test, users_per_s = head_scores(model, prompts, test, args.eval_batch_size)
-    results["A-LLMRec ranking head"] = ranking_metrics(target_ranks(head_test, target_positions(test)), KS)
+    head_test, users_per_s = head_scores(model, processor, test, args.eval_batch_size)
+    results["A-LLMRec ranking head"] = ranking_metrics(target_ranks(head_test, test_targets), KS)
     # The labelled sum: the weight on SASRec's log-probabilities is chosen on validation NDCG@10, never on test.
     weight = max(FUSION_WEIGHTS, key=lambda w: ranking_metrics(
-        target_ranks(fused(best[2], cf_validation, w), target_positions(validation)), KS)["ndcg@10"])  # fmt: skip
+        target_ranks(fused(best[2], cf_validation, w), validation_targets), KS)["ndcg@10"])  # fmt: skip
     results[f"ranking head + {weight:g} x SASRec score (weight chosen on validation)"] = ranking_metrics(
-        target_ranks(fused(head_test, cf_test, weight), target_positions(test)), KS)  # fmt: skip
+        target_ranks(fused(head_test, cf_test, weight), test_targets), KS)  # fmt: skip
     np.savez(os.path.join(args.output_dir, "test_scores.npz"), head=head_test, sasrec=cf_test,
              candidates=np.asarray(test["candidates"]), target=np.asarray(test["target"]))  # fmt: skip
     report = {"args": vars(args), "test_users": len(test), "users_per_s": users_per_s, "epochs": history,

@@ -125,7 +125,7 @@ class PromptTemplate:
     def uses_embeddings(self) -> bool:
         """Whether the prompt has any placeholder (user representation or item embeddings)."""
         return "{user}" in self.prompt + self.prompt_without_candidates or any(
-            "{item}" in text for text in (self.history_item, self.candidate_item, self.ranking_item)
+            "{item}" in text for text in (self.history_item, self.candidate_item)
         )
 
     @classmethod
@@ -353,10 +353,10 @@ class ALLMRecProcessor(ProcessorMixin):
             )
         histories, targets = _as_lists(histories), _as_lists(targets)
         self._check_batch(histories, None, targets)
+        placeholder = HISTORY_TOKEN if "{item}" in template.ranking_item else ""
         sequences, item_rows, label_rows = [], [], []
         for row, history in enumerate(histories):
             shown = list(history)[-template.ranking_history_length :]
-            placeholder = HISTORY_TOKEN if "{item}" in template.ranking_item else ""
             items = "".join(
                 template.ranking_item.format(title=self._title(i), item=placeholder, output=OUTPUT_TOKEN) for i in shown
             )
