@@ -99,7 +99,7 @@ def log_softmax(scores: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
 
 
-FUSION_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+FUSION_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0)
 
 
 def fused(head: np.ndarray, cf: np.ndarray, weight: float) -> np.ndarray:
@@ -147,6 +147,12 @@ def main(argv=None):
     parser.add_argument("--no_history_embeddings", action="store_true")
     parser.add_argument("--patience", type=int, default=2, help="epochs without a validation NDCG@10 gain")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--time_budget_minutes",
+        type=float,
+        default=None,
+        help="start no epoch that would end past this (the best epoch so far is kept and tested)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.manual_seed(args.seed)
@@ -170,8 +176,13 @@ def main(argv=None):
     logger.info("%d training rows; %d trainable parameters", len(rows), sum(p.numel() for p in params))
     optimizer = torch.optim.Adam(params, lr=args.learning_rate)
     rng = np.random.default_rng(args.seed)
-    best, history, stale = None, [], 0
+    best, history, stale, run_start = None, [], 0, time.perf_counter()
     for epoch in range(args.epochs):
+        if history and args.time_budget_minutes is not None:
+            per_epoch = (time.perf_counter() - run_start) / len(history)
+            if time.perf_counter() - run_start + per_epoch > 60 * args.time_budget_minutes:
+                logger.info("another epoch would pass --time_budget_minutes %g: stopping", args.time_budget_minutes)
+                break
         model.train()
         order = rng.permutation(len(rows))
         start, losses = time.perf_counter(), []
@@ -182,7 +193,7 @@ def main(argv=None):
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         train_time = time.perf_counter() - start
         valid_scores = head_scores(model, processor, validation, args.eval_batch_size)[0]
         valid = ranking_metrics(target_ranks(valid_scores, validation_targets), KS)

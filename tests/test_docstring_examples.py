@@ -37,6 +37,8 @@ MODULES = [
     "allmrec_hf.modeling_sasrec",
     "allmrec_hf.pipelines",
     "allmrec_hf.processing_allmrec",
+    "allmrec_hf.training.collators",
+    "allmrec_hf.training.runs",
 ]
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 _FENCE = re.compile(r"^[ \t]*```(?:python)?[ \t]*$", re.M)

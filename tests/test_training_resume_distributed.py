@@ -12,32 +12,16 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
 from allmrec_hf.training.runs import RESULTS_FILE
 from allmrec_hf.training.trainers import TRAINABLE_WEIGHTS_NAME
-from training_helpers import COMMON_ARGS, REPO, run_example
+from training_helpers import COMMON_ARGS, REPO, InterruptAt, Interrupted, run_example
 
 # 8 training users in batches of 2: 4 steps an epoch, so 6 steps cross an epoch boundary. The default
 # (length-grouped) sampling, a checkpoint every 2 steps.
 RESUME_ARGS = ["--num_candidates", "3", "--prompt_history_length", "5", "--max_train_samples", "8"]
 RESUME_ARGS += ["--per_device_train_batch_size", "2", "--learning_rate", "3e-2", "--max_steps", "6"]
 RESUME_ARGS += ["--save_strategy", "steps", "--save_steps", "2", "--logging_steps", "1"]
-
-
-class Interrupted(Exception):
-    pass
-
-
-class InterruptAt(TrainerCallback):
-    """Stops the run (as a crash would) at the end of optimizer step `step`, before it is logged or saved."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise Interrupted(f"interrupted at step {self.step}")
 
 
 def projector_weights(model) -> dict[str, torch.Tensor]:

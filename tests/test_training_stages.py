@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from allmrec_hf import (
     ALLMRecAlignerModel,
@@ -27,7 +27,7 @@ from allmrec_hf.data import PreparedDataset
 from allmrec_hf.training.builders import CheckpointMismatchError
 from allmrec_hf.training.collators import Stage1Collator, left_pad
 from allmrec_hf.training.trainers import TRAINABLE_WEIGHTS_NAME
-from training_helpers import run_example, write_dataset
+from training_helpers import InterruptAt, Interrupted, run_example, write_dataset
 
 STAGE2_ARGS = ["--num_candidates", "3", "--prompt_history_length", "5", "--max_train_samples", "4"]
 STAGE2_ARGS += ["--per_device_train_batch_size", "4", "--learning_rate", "3e-2", "--save_strategy", "no"]
@@ -290,21 +290,6 @@ def test_llm_only_baseline(source, stage1_run, cf_run, tiny_dataset, lm_dir, tmp
 # LoRA r=2 on q_proj/v_proj of the tiny llama LM, 4 steps, a checkpoint every 2 (the later options override
 # STAGE2_ARGS' `--save_strategy no`).
 LORA_ARGS = ["--max_steps", "4", *STAGE2_ARGS, "--lora_r", "2", "--save_strategy", "steps", "--save_steps", "2"]
-
-
-class Interrupted(Exception):
-    pass
-
-
-class InterruptAt(TrainerCallback):
-    """Stops the run (as a crash would) at the end of optimizer step `step`, before it is saved."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise Interrupted(f"interrupted at step {self.step}")
 
 
 @pytest.fixture(scope="module")

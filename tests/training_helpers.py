@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, BertConfig, BertModel
+from transformers import AutoModelForCausalLM, BertConfig, BertModel, TrainerCallback
 
 from allmrec_hf.data import InteractionLog, prepare_dataset
 
@@ -109,7 +109,27 @@ def example_module(name: str):
     return _MODULES[name]
 
 
-TRAINER_CLASS = {"pretrain_cf": "CFTrainer", "train_stage1": "Stage1Trainer", "train_stage2": "Stage2Trainer"}
+TRAINER_CLASS = {
+    "pretrain_cf": "CFTrainer",
+    "train_stage1": "Stage1Trainer",
+    "train_stage2": "Stage2Trainer",
+    "train_ranking_head": "RankingTrainer",
+}
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptAt(TrainerCallback):
+    """Stops the run (as a crash would) at the end of optimizer step `step`, before it is logged or saved."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise Interrupted(f"interrupted at step {self.step}")
 
 
 class Run:

@@ -127,6 +127,60 @@ class Stage2ModelArguments:
 
 
 @dataclass
+class RankingModelArguments:
+    cf_model_path: str | None = field(
+        default="outputs/cf", metadata={"help": "The CF checkpoint (its item embeddings feed the heads)."}
+    )
+    stage1_model_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A stage-1 checkpoint instead: its aligner's latents feed the projectors (and the item "
+            "head with --item_head_input joint / text)."
+        },
+    )
+    llm: str = field(
+        default="HuggingFaceTB/SmolLM2-135M-Instruct",
+        metadata={
+            "help": "The frozen causal LM (Hub id, resolved to its offline copy when there is one, or a folder)."
+        },
+    )
+    ranking_history_length: int = field(
+        default=20, metadata={"help": "History items the prompt shows, each with an output token that trains."}
+    )
+    max_history_length: int = field(default=50, metadata={"help": "History items given to the CF encoder."})
+    cut_points: int = field(
+        default=1,
+        metadata={"help": "Training cut points per user: the last, then earlier ones ranking_history_length apart."},
+    )
+    num_negatives: int = field(
+        default=0, metadata={"help": "Sampled negatives per output token (0: softmax over the whole catalog)."}
+    )
+    item_head_input: str = field(default="cf", metadata={"help": "What the item head reads: cf, joint or text."})
+    ranking_hidden_size: int = field(default=128, metadata={"help": "Size of the scored user and item vectors."})
+    distillation_weight: float = field(default=0.0, metadata={"help": "LLM-SRec's distillation term (0: off)."})
+    uniformity_weight: float = field(default=0.0, metadata={"help": "LLM-SRec's uniformity term (0: off)."})
+    temperature: float = field(default=1.0, metadata={"help": "Scores are divided by it."})
+    item_bias: bool = field(default=True, metadata={"help": "A learned per-item score offset."})
+    no_user_representation: bool = field(
+        default=False, metadata={"help": "Ablation: the output token carries no projected CF user state."}
+    )
+    no_history_embeddings: bool = field(
+        default=False, metadata={"help": "Ablation: the prompt shows titles without item embeddings."}
+    )
+    past_verb: str = field(default="watched", metadata={"help": "The prompt's verb (watched, played, bought...)."})
+    lm_dtype: str | None = field(
+        default=None, metadata={"help": "dtype to load the frozen LM in (e.g. bfloat16); default: the LM's own."}
+    )
+    attn_implementation: str | None = field(default=None, metadata={"help": "The LM's attention (eager, sdpa, ...)."})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the LM (0: off, the frozen LM)."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_target_modules: str = field(default="q_proj,v_proj", metadata={"help": "Comma-separated LoRA targets."})
+    early_stopping_patience: int | None = field(
+        default=2, metadata={"help": "Stop after this many evaluations without a better NDCG@10 (None: never)."}
+    )
+
+
+@dataclass
 class CFTrainingArguments(TrainingArguments):
     """SASRec pretraining defaults from the paper: Adam lr 1e-3 (betas 0.9/0.98), batch 128, up to 200 epochs,
     evaluated (Hit@10 / NDCG@10 on the validation candidates) and checkpointed every epoch, best model kept."""
@@ -182,6 +236,30 @@ class Stage2TrainingArguments(TrainingArguments):
     save_total_limit: int | None = 2
     remove_unused_columns: bool = False
     train_sampling_strategy: str = "group_by_length"
+    dataloader_pin_memory: bool = field(default_factory=torch.cuda.is_available)
+    bf16: bool = field(default_factory=bf16_available, metadata={"help": "bf16 autocast (default: GPU has it)."})
+    seed: int = 0
+
+
+@dataclass
+class RankingTrainingArguments(TrainingArguments):
+    """Ranking-head defaults (measured on ML-100k, `benchmarks/ranking_head_quality.py`): Adam lr 1e-3, batch 8,
+    up to 5 epochs, evaluated (validation NDCG@10) and checkpointed every epoch, the best epoch kept."""
+
+    output_dir: str | None = field(default="outputs/ranking_head", metadata={"help": "Where the recommender goes."})
+    learning_rate: float = 1e-3
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 16
+    num_train_epochs: float = 5.0
+    lr_scheduler_type: str = "constant"
+    eval_strategy: str = "epoch"
+    save_strategy: str = "epoch"
+    logging_steps: float = 10
+    save_total_limit: int | None = 2
+    load_best_model_at_end: bool = True
+    metric_for_best_model: str | None = "ndcg@10"
+    greater_is_better: bool | None = True
+    remove_unused_columns: bool = False
     dataloader_pin_memory: bool = field(default_factory=torch.cuda.is_available)
     bf16: bool = field(default_factory=bf16_available, metadata={"help": "bf16 autocast (default: GPU has it)."})
     seed: int = 0

@@ -13,11 +13,12 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, BertConfig, PreTrainedModel
 
 from ..catalog import CATALOG_FILE_NAME, ItemCatalog
-from ..configuration_allmrec import ALLMRecAlignerConfig, ALLMRecConfig
+from ..configuration_allmrec import ALLMRecAlignerConfig, ALLMRecConfig, ALLMRecRankingConfig
 from ..configuration_gru4rec import GRU4RecConfig
 from ..configuration_nextitnet import NextItNetConfig
 from ..configuration_sasrec import SASRecConfig
 from ..modeling_allmrec import ALLMRecAlignerModel, ALLMRecForConditionalGeneration
+from ..modeling_allmrec_ranking import ALLMRecForItemRanking
 from ..modeling_gru4rec import GRU4RecModel
 from ..modeling_nextitnet import NextItNetModel
 from ..modeling_sasrec import SASRecModel
@@ -36,6 +37,7 @@ STAGE_OF_MODEL_TYPE = {
     **{name: "a CF checkpoint (examples/pretrain_cf.py)" for name in CF_MODEL_TYPES},
     "allmrec_aligner": "a stage-1 aligner checkpoint (examples/train_stage1.py)",
     "allmrec": "a stage-2 A-LLMRec checkpoint (examples/train_stage2.py)",
+    "allmrec_ranking": "an A-LLMRec ranking-head checkpoint (examples/train_ranking_head.py)",
 }
 
 
@@ -184,11 +186,14 @@ def build_stage2_model(
     item_text_template: str = "{title}, {description}",
     lm_kwargs: dict | None = None,
     cf_model: PreTrainedModel | None = None,
+    ranking_kwargs: dict | None = None,
 ):
     """The stage-2 model around a frozen LM (loaded from `language_model_name_or_path`, a Hub id resolved to its
     offline copy when there is one) and its processor. Returns `(model, processor)`.
 
     `aligner=None` with `cf_model` builds the MLP-LLM baseline (projectors on the raw CF embeddings, no stage 1).
+    `ranking_kwargs` (a dict, possibly empty) builds the ranking head (`ALLMRecForItemRanking`) instead of the
+    generation model, with these `ALLMRecRankingConfig` fields.
     """
     local = resolve_model_path(language_model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(local)
@@ -207,14 +212,19 @@ def build_stage2_model(
         if cf_model is None:
             raise ValueError("build_stage2_model needs a stage-1 aligner, or a CF model for the MLP-LLM baseline.")
         aligner_config = placeholder_aligner_config(cf_model.config)
-    config = ALLMRecConfig(
+    config_class, model_class, head_fields = ALLMRecConfig, ALLMRecForConditionalGeneration, {}
+    if ranking_kwargs is not None:
+        config_class, model_class = ALLMRecRankingConfig, ALLMRecForItemRanking
+        head_fields = {**ranking_kwargs, "output_token_id": processor.output_token_id}
+    config = config_class(
         aligner_config=aligner_config,
         text_config=language_model.config,
         base_model_name_or_path=str(language_model_name_or_path),
         item_projector_input="cf_embedding" if aligner is None else "latent",
         **processor.placeholder_token_ids,
+        **head_fields,
     )
-    model = ALLMRecForConditionalGeneration.from_language_model(config, language_model)
+    model = model_class.from_language_model(config, language_model)
     if aligner is not None:
         model.recommender.load_state_dict(aligner.state_dict())
     else:

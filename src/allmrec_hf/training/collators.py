@@ -187,6 +187,35 @@ class Stage2Collator(_EpochAware):
         return {key: batch[key] for key in keep}
 
 
+class RankingCollator(_EpochAware):
+    """Batches for the ranking head (`ALLMRecForItemRanking`) from train rows (`user`, `history`, `target`): the
+    processor's ranking prompt (`processor.ranking_inputs`), whose every output token is labelled with the item
+    that followed it (the last one with `target`). With `num_negatives`, also `negative_ids`
+    `(batch, num_output_tokens, num_negatives)`: items outside the user's sequence, seeded per (seed, epoch, user,
+    cut), for a sampled softmax instead of the whole catalog. `tests/test_training_ranking.py` shows a batch.
+    """
+
+    def __init__(self, processor, num_items: int, num_negatives: int = 0, seed: int = 0):
+        if num_negatives < 0:
+            raise ValueError(f"num_negatives must be >= 0, got {num_negatives}")
+        self.processor, self.num_items, self.num_negatives, self.seed = processor, num_items, num_negatives, seed
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        histories = [list(row["history"]) for row in rows]
+        batch = dict(self.processor.ranking_inputs(histories, [int(row["target"]) for row in rows]))
+        if self.num_negatives:
+            labels = batch["labels"]
+            negatives = torch.zeros(*labels.shape, self.num_negatives, dtype=torch.long)
+            for i, row in enumerate(rows):
+                seen = set(histories[i]) | {int(row["target"])}
+                rng = example_rng(self.seed, self.epoch, int(row["user"]), stream=3 + int(row.get("cut", 0)))
+                steps = int((labels[i] != 0).sum())
+                drawn = sample_unseen(rng, self.num_items, seen, steps * self.num_negatives, distinct=False)
+                negatives[i, :steps] = torch.tensor(drawn, dtype=torch.long).view(steps, self.num_negatives)
+            batch["negative_ids"] = negatives
+        return batch
+
+
 class SetEpochCallback(TrainerCallback):
     """Tells an epoch-aware collator which epoch is starting (also right after resuming mid-epoch)."""
 

@@ -101,6 +101,37 @@ def training_rows(data: PreparedDataset, data_args, require_history: bool = Fals
     return rows
 
 
+def cut_point_rows(rows: datasets.Dataset, cut_points: int, stride: int) -> datasets.Dataset:
+    """Several (history, next item) rows per training user for the ranking head: the user's own row, then up to
+    `cut_points - 1` earlier cuts `stride` items apart (a `cut` column numbers them, 0 = the last). Sequences too
+    short for a cut give fewer rows (never an empty history).
+
+    >>> rows = datasets.Dataset.from_dict({"user": [1], "history": [[1, 2, 3, 4, 5]], "target": [6]})
+    >>> [(r["history"], r["target"], r["cut"]) for r in cut_point_rows(rows, 3, 2)]
+    [([1, 2, 3, 4, 5], 6, 0), ([1, 2, 3], 4, 1), ([1], 2, 2)]
+    """
+    if cut_points < 1 or stride < 1:
+        raise ValueError(f"cut_points and stride must be >= 1, got {cut_points} and {stride}.")
+    if cut_points == 1:
+        return rows.map(lambda batch: {"cut": [0] * len(batch["user"])}, batched=True)
+
+    def expand(batch):
+        out = {"user": [], "history": [], "target": [], "cut": []}
+        for user, history, target in zip(batch["user"], batch["history"], batch["target"], strict=True):
+            sequence = list(history) + [int(target)]
+            for cut in range(cut_points):
+                end = len(sequence) - cut * stride
+                if end < 2:
+                    break
+                out["user"].append(user)
+                out["history"].append(sequence[: end - 1])
+                out["target"].append(sequence[end - 1])
+                out["cut"].append(cut)
+        return out
+
+    return rows.map(expand, batched=True, remove_columns=rows.column_names, desc="cut points")
+
+
 def evaluation_rows(data: PreparedDataset, data_args, split: str = "validation") -> datasets.Dataset:
     rows = data.splits[split]
     if data_args.max_eval_samples is not None:

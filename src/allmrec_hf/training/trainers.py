@@ -1,4 +1,4 @@
-"""`transformers.Trainer` subclasses for CF pretraining and the two A-LLMRec alignment stages.
+"""`transformers.Trainer` subclasses for CF pretraining, the two A-LLMRec alignment stages and the ranking head.
 
 What they add to the Trainer (which runs on Accelerate, so DDP / FSDP / DeepSpeed work through `accelerate
 launch` or `torchrun`):
@@ -7,10 +7,10 @@ launch` or `torchrun`):
   projectors and a LoRA adapter's weights) plus the model config and the training arguments as JSON, besides the
   Trainer's optimizer, scheduler and RNG state.
   `resume_from_checkpoint` restores them; the frozen LM, CF encoder and aligner come from where they were loaded.
-- Loss components (stage 1: matching, item/text reconstruction, recommendation) are logged separately, averaged
-  over the logging interval.
-- `CFTrainer.evaluate` computes Hit@K / NDCG@K on the persisted validation candidate sets, so early stopping can
-  use them (`metric_for_best_model="ndcg@10"`).
+- Loss components (stage 1: matching, item/text reconstruction, recommendation; the ranking head: ranking,
+  distillation, uniformity) are logged separately, averaged over the logging interval.
+- `CFTrainer.evaluate` and `RankingTrainer.evaluate` compute Hit@K / NDCG@K on the persisted validation candidate
+  sets, so early stopping can use them (`metric_for_best_model="ndcg@10"`).
 """
 
 from __future__ import annotations
@@ -123,7 +123,36 @@ class ALLMRecTrainerMixin:
             super()._load_best_model()
 
 
-class CFTrainer(ALLMRecTrainerMixin, Trainer):
+class CandidateEvaluationMixin:
+    """`evaluate` as Hit@K / NDCG@K / MRR on the persisted candidate sets of `eval_dataset` (rows with `history`,
+    `target`, `candidates`: a prepared dataset's validation split), through the subclass's `rank_candidates`, so
+    early stopping and best-model loading can watch them (`metric_for_best_model="ndcg@10"`)."""
+
+    eval_ks: tuple[int, ...] = (1, 5, 10)
+
+    def rank_candidates(self, dataset, batch_size: int | None = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise ValueError(
+                f"{type(self).__name__}.evaluate needs an eval_dataset (a prepared dataset's validation split)."
+            )
+        if "candidates" not in dataset.column_names:
+            raise ValueError(
+                "The evaluation rows have no 'candidates' column: prepare the dataset with negative sampling "
+                "(the default) to evaluate on candidate sets."
+            )
+        ranks = self.rank_candidates(dataset)
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in ranking_metrics(ranks, self.eval_ks).items()}
+        self.log(metrics)
+        if metric_key_prefix == "eval":  # early stopping and best-model tracking watch validation only
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+class CFTrainer(CandidateEvaluationMixin, ALLMRecTrainerMixin, Trainer):
     """Pretrains a CF model (SASRec) with BCE on one sampled negative per position (use `CFCollator`), and
     evaluates Hit@K / NDCG@K on the persisted candidate sets of `eval_dataset` (rows with `history`, `target`,
     `candidates`: a prepared dataset's validation split).
@@ -136,8 +165,6 @@ class CFTrainer(ALLMRecTrainerMixin, Trainer):
     ...                     data_collator=CFCollator.for_config(sasrec.config, seed=0))
     ```
     """
-
-    eval_ks: tuple[int, ...] = (1, 5, 10)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
@@ -165,22 +192,6 @@ class CFTrainer(ALLMRecTrainerMixin, Trainer):
         finally:
             model.train(was_training)
         return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
-
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        if dataset is None:
-            raise ValueError("CFTrainer.evaluate needs an eval_dataset (a prepared dataset's validation split).")
-        if "candidates" not in dataset.column_names:
-            raise ValueError(
-                "The evaluation rows have no 'candidates' column: prepare the dataset with negative sampling "
-                "(the default) to evaluate on candidate sets."
-            )
-        ranks = self.rank_candidates(dataset)
-        metrics = {f"{metric_key_prefix}_{k}": v for k, v in ranking_metrics(ranks, self.eval_ks).items()}
-        self.log(metrics)
-        if metric_key_prefix == "eval":  # early stopping and best-model tracking watch validation only
-            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics
 
 
 class Stage1Trainer(ALLMRecTrainerMixin, Trainer):
@@ -226,6 +237,59 @@ class Stage2Trainer(ALLMRecTrainerMixin, Trainer):
         with torch.no_grad(), self.compute_loss_context_manager():
             loss = model(**inputs).loss.detach()
         return loss, None, None
+
+
+class RankingTrainer(CandidateEvaluationMixin, Stage2Trainer):
+    """Trains the ranking head (`ALLMRecForItemRanking`) in stage 2's place: cross-entropy of every output token's
+    next item over the whole catalog (or over sampled negatives), plus the distillation and uniformity terms the
+    config switches on, each logged separately; `evaluate` ranks the persisted validation candidates with one LM
+    forward per user (Hit@K / NDCG@K / MRR), for early stopping and best-model loading. Use `RankingCollator`
+    and pass the processor (`processor=`), which builds the evaluation prompts.
+
+    Example (see `examples/train_ranking_head.py` for the full script):
+
+    ```python
+    >>> trainer = RankingTrainer(  # doctest: +SKIP
+    ...     model=model, args=RankingTrainingArguments("out"), processor=processor,
+    ...     train_dataset=data.splits["train"], eval_dataset=data.splits["validation"],
+    ...     data_collator=RankingCollator(processor, data.num_items))
+    ```
+    """
+
+    loss_component_names = ("ranking_loss", "distillation_loss", "uniformity_loss")
+
+    def __init__(self, *args, processor=None, **kwargs):
+        if processor is None:
+            raise ValueError("RankingTrainer needs the processor (processor=...): it builds the evaluation prompts.")
+        super().__init__(*args, **kwargs)
+        self.ranking_processor = processor
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        self.record_loss_components(outputs)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    @torch.no_grad()
+    def rank_candidates(self, dataset, batch_size: int | None = None) -> np.ndarray:
+        """The 0-based rank of each row's target among its persisted candidates, by the ranking head's scores."""
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        batch_size = batch_size or self.args.per_device_eval_batch_size
+        device = next(model.parameters()).device
+        ranks = []
+        try:
+            for start in range(0, len(dataset), batch_size):
+                rows = dataset[start : start + batch_size]
+                batch = self.ranking_processor.ranking_inputs([list(h) for h in rows["history"]])
+                batch = {key: value.to(device) for key, value in batch.items()}
+                candidates = np.asarray(rows["candidates"], dtype=np.int64)
+                scores = model.score_candidates(**batch, candidate_ids=torch.as_tensor(candidates, device=device))
+                positions = (candidates == np.asarray(rows["target"], dtype=np.int64)[:, None]).argmax(-1)
+                ranks.append(target_ranks(scores.float().cpu().numpy(), positions))
+        finally:
+            model.train(was_training)
+        return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
 
 
 def write_json(path: str, payload) -> None:

@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""Train A-LLMRec's ranking head (`ALLMRecForItemRanking`): the frozen LM reads each training user's last
+`--ranking_history_length` items, each as its title, its item embedding and an output token carrying the CF
+model's state after it; every output token's hidden state is trained to score the next item (cross-entropy over
+the whole catalog, or over `--num_negatives` sampled ones). Only the projectors, the output token and the two
+heads train. Validation NDCG@10 on the persisted candidates is measured every epoch; training stops after
+`--early_stopping_patience` epochs without a gain and keeps the best epoch.
+
+    python examples/train_ranking_head.py --dataset_dir outputs/data/ml-100k --cf_model_path outputs/cf \\
+        --lm_dtype bfloat16 --output_dir outputs/ranking_head
+
+From a stage-1 checkpoint instead (the projectors read its latents; `--item_head_input joint` or `text` also feeds
+them to the item head): `--stage1_model_path outputs/stage1`. Ablations: `--no_user_representation`,
+`--no_history_embeddings`; LLM-SRec's terms: `--distillation_weight`, `--uniformity_weight`. `--lora_r 8` also
+adapts the LM with LoRA (measured as an option, never the default). Multi-GPU: `accelerate launch --config_file
+examples/accelerate_configs/ddp.yaml examples/train_ranking_head.py ...`. The output folder is a complete
+recommender (`ALLMRecForItemRanking.from_pretrained` + `ALLMRecProcessor.from_pretrained`). Rerunning the same
+command resumes an interrupted run from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
+
+from allmrec_hf import PromptTemplate
+from allmrec_hf.data import PreparedDataset
+from allmrec_hf.training.arguments import DataArguments, RankingModelArguments, RankingTrainingArguments
+from allmrec_hf.training.builders import build_stage2_model, load_aligner, load_cf_model
+from allmrec_hf.training.collators import RankingCollator, SetEpochCallback
+from allmrec_hf.training.lora import apply_lora
+from allmrec_hf.training.runs import (
+    OutputArguments,
+    checkpoint_to_resume,
+    cut_point_rows,
+    end_distributed_run,
+    evaluation_rows,
+    finished_results,
+    models_built_whole,
+    parse_arguments,
+    save_trained_model,
+    setup_logging,
+    training_rows,
+    write_results,
+)
+from allmrec_hf.training.trainers import RankingTrainer
+
+logger = logging.getLogger("train_ranking_head")
+
+
+def ranking_config_fields(model_args: RankingModelArguments) -> dict:
+    """The `ALLMRecRankingConfig` fields the command line sets."""
+    return {
+        "item_head_input": model_args.item_head_input,
+        "ranking_hidden_size": model_args.ranking_hidden_size,
+        "use_user_representation": not model_args.no_user_representation,
+        "item_bias": model_args.item_bias,
+        "temperature": model_args.temperature,
+        "distillation_weight": model_args.distillation_weight,
+        "uniformity_weight": model_args.uniformity_weight,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, training_args, output_args = parse_arguments(
+        (RankingModelArguments, DataArguments, RankingTrainingArguments, OutputArguments), argv
+    )
+    setup_logging(training_args)
+    if model_args.lm_dtype and not isinstance(getattr(torch, model_args.lm_dtype, None), torch.dtype):
+        raise ValueError(f"--lm_dtype {model_args.lm_dtype!r} is not a torch dtype (e.g. bfloat16, float16, float32).")
+    if model_args.item_head_input != "cf" and not model_args.stage1_model_path:
+        raise ValueError(f"--item_head_input {model_args.item_head_input} needs --stage1_model_path (its latents).")
+    if not (model_args.stage1_model_path or model_args.cf_model_path):
+        raise ValueError("give --cf_model_path (a CF checkpoint) or --stage1_model_path (a stage-1 checkpoint).")
+    done = finished_results(training_args.output_dir, output_args.overwrite_output_dir)
+    if done is not None:
+        return done
+
+    data = PreparedDataset.load(data_args.dataset_dir)
+    words = {"past_verb": model_args.past_verb, "ranking_history_length": model_args.ranking_history_length}
+    template = (
+        PromptTemplate.without_embeddings(**words) if model_args.no_history_embeddings else PromptTemplate(**words)
+    )
+    lm_kwargs = {"dtype": getattr(torch, model_args.lm_dtype)} if model_args.lm_dtype else {}
+    if model_args.attn_implementation:
+        lm_kwargs["attn_implementation"] = model_args.attn_implementation
+    set_seed(training_args.seed)  # before the projectors and heads are initialised
+    with models_built_whole(training_args):
+        if model_args.stage1_model_path:
+            aligner = load_aligner(model_args.stage1_model_path, data.catalog)  # checks kind and items first
+            text_tokenizer, cf_model = AutoTokenizer.from_pretrained(model_args.stage1_model_path), None
+        else:
+            aligner, text_tokenizer = None, None
+            cf_model = load_cf_model(model_args.cf_model_path, data.catalog)
+        model, processor = build_stage2_model(
+            aligner,
+            model_args.llm,
+            text_tokenizer,
+            data.catalog,
+            template,
+            model_args.max_history_length,
+            lm_kwargs=lm_kwargs,
+            cf_model=cf_model,
+            ranking_kwargs=ranking_config_fields(model_args),
+        )
+    if model_args.item_head_input == "text":
+        model.compute_text_item_latents(processor)
+    if model_args.lora_r:
+        apply_lora(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_target_modules.split(","))
+    logger.info(model.print_trainable_parameters())
+
+    rows = training_rows(data, data_args, require_history=True)
+    train_rows = cut_point_rows(rows, model_args.cut_points, model_args.ranking_history_length)
+    logger.info("%d training rows from %d users (%d cut points each at most)", len(train_rows), len(rows),
+                model_args.cut_points)  # fmt: skip
+    collator = RankingCollator(processor, data.num_items, model_args.num_negatives, seed=training_args.seed)
+    callbacks = [SetEpochCallback(collator)]
+    if model_args.early_stopping_patience is not None and training_args.eval_strategy != "no":
+        callbacks.append(EarlyStoppingCallback(model_args.early_stopping_patience))
+    trainer = RankingTrainer(
+        model=model,
+        args=training_args,
+        processor=processor,
+        train_dataset=train_rows,
+        eval_dataset=evaluation_rows(data, data_args) if training_args.eval_strategy != "no" else None,
+        data_collator=collator,
+        callbacks=callbacks,
+    )
+    train_result = trainer.train(
+        resume_from_checkpoint=checkpoint_to_resume(training_args, output_args.overwrite_output_dir)
+    )
+    results: dict = {"head": "ranking", "dataset_dir": os.path.abspath(data_args.dataset_dir), **train_result.metrics}
+    if trainer.eval_dataset is not None:  # the kept (best) epoch on validation, then on test
+        results.update(trainer.evaluate(metric_key_prefix="eval"))
+        results.update(trainer.evaluate(evaluation_rows(data, data_args, "test"), metric_key_prefix="test"))
+    is_main = save_trained_model(trainer, model, training_args.output_dir)
+    if is_main:
+        processor.save_pretrained(training_args.output_dir)
+        write_results(training_args.output_dir, results)
+        logger.info(
+            "Ranking recommender saved to %s%s", training_args.output_dir,
+            f": test hit@1 {results['test_hit@1']:.4f}, ndcg@10 {results['test_ndcg@10']:.4f}"
+            if "test_hit@1" in results else "",
+        )  # fmt: skip
+    return results
+
+
+if __name__ == "__main__":
+    main()
+    end_distributed_run()

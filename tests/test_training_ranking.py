@@ -1,0 +1,186 @@
+"""The ranking head's training (`examples/train_ranking_head.py`, `RankingTrainer`, `RankingCollator`) end to end
+on tiny data: the loss goes down, validation NDCG@10 is measured every epoch and the best epoch kept, only the
+projectors, the output token and the heads change, the output loads back as a recommender with the same scores,
+an interrupted run resumes to the same weights, sampled negatives and stage-1 latents, and bad input refused."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from allmrec_hf import ALLMRecForItemRanking, ALLMRecProcessor
+from allmrec_hf.data import PreparedDataset
+from allmrec_hf.training.collators import RankingCollator
+from allmrec_hf.training.trainers import RankingTrainer
+from training_helpers import NUM_ITEMS, InterruptAt, Interrupted, run_example
+
+RANKING_ARGS = ["--ranking_history_length", "5", "--max_history_length", "20", "--ranking_hidden_size", "16"]
+RANKING_ARGS += ["--per_device_train_batch_size", "4", "--learning_rate", "3e-2", "--num_train_epochs", "4"]
+RANKING_ARGS += ["--logging_steps", "1", "--bf16", "false", "--early_stopping_patience", "10"]
+
+
+def ranking_command(dataset_dir: str, lm: str, output, source: list[str], *extra: str) -> list[str]:
+    return ["--dataset_dir", dataset_dir, "--llm", lm, "--output_dir", str(output), *source, *RANKING_ARGS, *extra]
+
+
+@pytest.fixture(scope="module")
+def ranking_run(cf_run, tiny_dataset, lm_dir, training_root):
+    """The script from the CF checkpoint: 16 users, batch 4, 4 epochs, evaluated and checkpointed every epoch."""
+    output = training_root / "ranking_head"
+    command = ranking_command(tiny_dataset, lm_dir("llama"), output, ["--cf_model_path", cf_run.output_dir])
+    return run_example("train_ranking_head", command)
+
+
+def _rows(*rows):
+    return [dict(zip(("user", "history", "target", "cut"), row, strict=True)) for row in rows]
+
+
+# ============================================================================================ collator
+def test_ranking_collator_labels_every_output_token(processor):
+    batch = RankingCollator(processor, NUM_ITEMS)(_rows((3, [1, 2, 3], 4, 0), (5, [7], 9, 0)))
+    assert batch["labels"].tolist() == [[2, 3, 4], [9, 0, 0]]
+    assert "negative_ids" not in batch
+    expected = processor.ranking_inputs([[1, 2, 3], [7]], targets=[4, 9])
+    assert set(batch) == set(expected)
+    assert all(torch.equal(batch[key], expected[key]) for key in expected)
+
+
+def test_ranking_collator_negatives_are_unseen_and_seeded(processor):
+    rows = _rows((3, [1, 2, 3, 5, 8], 13, 0), (3, [1, 2], 3, 1), (6, [20], 21, 0))
+    collator = RankingCollator(processor, NUM_ITEMS, num_negatives=7, seed=1)
+    batch = collator(rows)
+    negatives, labels = batch["negative_ids"], batch["labels"]
+    assert negatives.shape == (*labels.shape, 7)
+    for i, row in enumerate(rows):
+        steps = int((labels[i] != 0).sum())
+        drawn = negatives[i, :steps]
+        assert drawn.min() >= 1 and drawn.max() <= NUM_ITEMS
+        assert not set(drawn.flatten().tolist()) & (set(row["history"]) | {row["target"]})
+        assert not negatives[i, steps:].any()  # nothing drawn where there is no label
+    again = RankingCollator(processor, NUM_ITEMS, num_negatives=7, seed=1)(rows)
+    assert torch.equal(again["negative_ids"], negatives)
+    collator.set_epoch(1)
+    assert not torch.equal(collator(rows)["negative_ids"], negatives)  # fresh negatives every epoch
+    # The same user's cut points draw different negatives (their own stream).
+    assert not torch.equal(negatives[0, :2], negatives[1, :2])
+    with pytest.raises(ValueError, match="num_negatives"):
+        RankingCollator(processor, NUM_ITEMS, num_negatives=-1)
+
+
+# ============================================================================================= script
+def test_ranking_head_learns_and_keeps_the_best_epoch(ranking_run):
+    history = ranking_run.log_history
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    assert len(losses) == 16  # 4 epochs of 4 steps, logged every step
+    first, last = float(np.mean(losses[:4])), float(np.mean(losses[-4:]))
+    assert last < 0.8 * first, losses
+    assert all("ranking_loss" in entry for entry in history if "loss" in entry)
+    evaluations = [entry["eval_ndcg@10"] for entry in history if "eval_ndcg@10" in entry][:4]
+    assert len(evaluations) == 4  # one per epoch
+    trainer, results = ranking_run.trainer, ranking_run.results
+    assert trainer.state.best_metric == max(evaluations)
+    assert results["eval_ndcg@10"] == trainer.state.best_metric  # the best epoch was reloaded
+    for split in ("eval", "test"):
+        assert 0 < results[f"{split}_ndcg@10"] <= results[f"{split}_hit@10"] <= 1
+        assert results[f"{split}_hit@1"] <= results[f"{split}_hit@5"] <= results[f"{split}_hit@10"]
+    assert results["head"] == "ranking"
+    assert 1 <= len(glob.glob(os.path.join(ranking_run.output_dir, "checkpoint-*"))) <= 2  # save_total_limit
+
+
+def test_ranking_head_trains_only_the_projectors_and_heads(ranking_run):
+    model = ranking_run.trainer.model
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and not any(name.startswith(("language_model.", "recommender.")) for name in trainable)
+    assert any(name.startswith("item_head.") for name in trainable)
+    assert any(name.startswith("user_head.") for name in trainable)
+    changed = {
+        name for name, p in model.named_parameters() if not torch.equal(p.detach(), ranking_run.initial[name])
+    }
+    assert changed <= trainable
+    assert any(name.startswith("item_head.") for name in changed) and any("projector" in name for name in changed)
+
+
+def test_ranking_head_output_loads_back_as_a_recommender(ranking_run, tiny_dataset):
+    output = ranking_run.output_dir
+    loaded = ALLMRecForItemRanking.from_pretrained(output).eval()
+    processor = ALLMRecProcessor.from_pretrained(output)
+    assert processor.output_token_id == loaded.config.output_token_id
+    split = PreparedDataset.load(tiny_dataset).splits["test"]
+    batch = processor.ranking_inputs([list(h) for h in split["history"]])
+    candidates = torch.tensor(split["candidates"])
+    trained = ranking_run.trainer.model.eval()
+    got = loaded.score_candidates(**batch, candidate_ids=candidates)
+    assert torch.equal(got, trained.score_candidates(**batch, candidate_ids=candidates))
+    # The test figures in all_results.json follow from these scores.
+    target_scores = got.gather(1, (candidates == torch.tensor(split["target"])[:, None]).float().argmax(1, True))
+    ranks = ((got >= target_scores).sum(1) - 1).numpy()
+    assert ranking_run.results["test_hit@1"] == pytest.approx(float((ranks < 1).mean()))
+    whole = loaded.score_candidates(**batch)
+    assert whole.shape == (len(split), NUM_ITEMS + 1)
+    assert torch.allclose(whole.gather(1, candidates), got, atol=1e-5)
+
+
+def test_ranking_head_resumes_to_the_same_weights(ranking_run, cf_run, tiny_dataset, lm_dir, tmp_path):
+    command = ranking_command(tiny_dataset, lm_dir("llama"), tmp_path / "run", ["--cf_model_path", cf_run.output_dir])
+    with pytest.raises(Interrupted):
+        run_example("train_ranking_head", command, callbacks=[InterruptAt(6)])
+    assert sorted(os.listdir(tmp_path / "run")) == ["checkpoint-4"]
+    resumed = run_example("train_ranking_head", command)  # the same command again resumes
+    assert resumed.trainer.state.global_step == 16
+    expected = dict(ranking_run.trainer.model.named_parameters())
+    for name, p in resumed.trainer.model.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p, expected[name]), name
+    assert resumed.results["test_ndcg@10"] == ranking_run.results["test_ndcg@10"]
+
+
+def test_ranking_head_with_sampled_negatives(cf_run, tiny_dataset, lm_dir, tmp_path):
+    command = ranking_command(
+        tiny_dataset, lm_dir("llama"), tmp_path / "run", ["--cf_model_path", cf_run.output_dir],
+        "--num_negatives", "5", "--num_train_epochs", "2", "--distillation_weight", "0.5",
+        "--uniformity_weight", "0.1",
+    )  # fmt: skip
+    run = run_example("train_ranking_head", command)
+    entries = [entry for entry in run.log_history if "loss" in entry]
+    assert len(entries) == 8
+    for entry in entries:
+        total = entry["ranking_loss"] + 0.5 * entry["distillation_loss"] + 0.1 * entry["uniformity_loss"]
+        assert total == pytest.approx(entry["loss"], abs=1e-4)
+    assert np.mean([e["ranking_loss"] for e in entries[-4:]]) < np.mean([e["ranking_loss"] for e in entries[:4]])
+
+
+def test_ranking_head_from_stage1_latents(stage1_run, tiny_dataset, lm_dir, tmp_path):
+    command = ranking_command(
+        tiny_dataset, lm_dir("llama"), tmp_path / "run", ["--stage1_model_path", stage1_run.output_dir],
+        "--item_head_input", "joint", "--num_train_epochs", "1",
+    )  # fmt: skip
+    run = run_example("train_ranking_head", command)
+    loaded = ALLMRecForItemRanking.from_pretrained(run.output_dir)
+    assert loaded.config.item_head_input == "joint"
+    assert loaded.config.item_projector_input == "latent"
+    assert 0 <= run.results["test_ndcg@10"] <= 1
+
+
+# ========================================================================================== bad input
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--item_head_input", "joint"], "needs --stage1_model_path"),
+        (["--lm_dtype", "bfloat17"], "is not a torch dtype"),
+    ],
+)
+def test_ranking_script_refuses_bad_arguments(extra, message, cf_run, tiny_dataset, lm_dir, tmp_path):
+    output = tmp_path / "run"
+    command = ranking_command(tiny_dataset, lm_dir("llama"), output, ["--cf_model_path", cf_run.output_dir], *extra)
+    with pytest.raises(ValueError, match=message):
+        run_example("train_ranking_head", command)
+    assert not output.exists()
+
+
+def test_ranking_trainer_needs_the_processor(ranking_run):
+    with pytest.raises(ValueError, match="needs the processor"):
+        RankingTrainer(model=ranking_run.trainer.model, args=ranking_run.trainer.args)
