@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
@@ -214,3 +219,38 @@ def test_bad_inputs_are_named(processor):
         build_ranking_model("llama", processor, item_head_input="text", item_projector_input="latent").score_candidates(
             **batch
         )
+
+
+def test_trust_remote_code_loading_in_a_fresh_process(processor, tmp_path):
+    model = build_ranking_model("gemma3", processor)
+    with torch.no_grad():
+        model.item_score_bias.normal_()
+        model.output_embedding.normal_()
+    lm_dir = tmp_path / "base_lm"
+    model.language_model.save_pretrained(lm_dir)
+    model.config.base_model_name_or_path = str(lm_dir)
+    checkpoint = tmp_path / "ranking"
+    model.save_pretrained(checkpoint)
+    processor.save_pretrained(checkpoint)
+    for name in ("configuration_allmrec.py", "modeling_allmrec.py", "modeling_allmrec_ranking.py",
+                 "processing_allmrec.py", "catalog.py"):  # fmt: skip
+        assert (checkpoint / name).exists(), name
+    batch = processor.ranking_inputs(HISTORIES)
+    expected = model.score_candidates(**batch)[:, 1:]  # the whole catalog (column 0, padding, is -inf)
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["allmrec_hf"] = None  # the package must not be needed
+        from transformers import AutoModel, AutoProcessor
+        processor = AutoProcessor.from_pretrained({str(checkpoint)!r}, trust_remote_code=True)
+        model = AutoModel.from_pretrained({str(checkpoint)!r}, trust_remote_code=True)
+        print(type(model).__module__, type(model).__name__)
+        print(model.score_candidates(**processor.ranking_inputs({HISTORIES!r}))[:, 1:].tolist())
+    """)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    module, scores = result.stdout.strip().splitlines()[-2:]
+    assert module.startswith("transformers_modules.") and module.endswith(" ALLMRecForItemRanking")
+    torch.testing.assert_close(torch.tensor(eval(scores)), expected, rtol=1e-5, atol=1e-5)
