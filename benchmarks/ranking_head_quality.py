@@ -56,6 +56,7 @@ def build(args, data):
         use_user_representation=not args.no_user_representation,
         distillation_weight=args.distillation_weight,
         uniformity_weight=args.uniformity_weight,
+        cf_skip=args.cf_skip,
         **processor.placeholder_token_ids,
     )
     model = ALLMRecForItemRanking.from_language_model(config, lm)
@@ -144,6 +145,7 @@ def main(argv=None):
     parser.add_argument("--distillation_weight", type=float, default=0.0)
     parser.add_argument("--uniformity_weight", type=float, default=0.0)
     parser.add_argument("--no_user_representation", action="store_true")
+    parser.add_argument("--cf_skip", action="store_true", help="add a linear map of the CF state to the user vector")
     parser.add_argument("--no_history_embeddings", action="store_true")
     parser.add_argument("--patience", type=int, default=2, help="epochs without a validation NDCG@10 gain")
     parser.add_argument("--seed", type=int, default=0)

@@ -58,6 +58,7 @@ def ranking_config_fields(model_args: RankingModelArguments) -> dict:
         "ranking_hidden_size": model_args.ranking_hidden_size,
         "use_user_representation": not model_args.no_user_representation,
         "item_bias": model_args.item_bias,
+        "cf_skip": model_args.cf_skip,
         "temperature": model_args.temperature,
         "distillation_weight": model_args.distillation_weight,
         "uniformity_weight": model_args.uniformity_weight,

@@ -74,8 +74,9 @@ def right_pad(rows):
     return torch.tensor([r + [0] * (width - len(r)) for r in rows])
 
 
-def test_scores_equal_a_naive_per_item_computation(family, processor):
-    model = build_ranking_model(family, processor)
+@pytest.mark.parametrize("cf_skip", [False, True])
+def test_scores_equal_a_naive_per_item_computation(family, processor, cf_skip):
+    model = build_ranking_model(family, processor, cf_skip=cf_skip)
     batch = ranking_batch(processor, HISTORIES)
     candidates = torch.tensor([[4, 5, 6], [9, 10, 11], [1, 2, 3]])
     scores = model.score_candidates(**batch, candidate_ids=candidates)
@@ -86,6 +87,8 @@ def test_scores_equal_a_naive_per_item_computation(family, processor):
         embeds, _, _ = model.get_inputs_embeds(single["input_ids"], single["cf_input_ids"], single["item_ids"])
         hidden = model.language_model.get_decoder()(inputs_embeds=embeds).last_hidden_state[0, -1]
         user = model.user_head(hidden)
+        if cf_skip:  # plus the linear map of the CF state after the last shown item (or the cold-user state)
+            user = user + model.cf_skip(model.cf_model.encode(single["cf_input_ids"])[0, -1])
         for column, item in enumerate(candidates[row].tolist()):
             item_vector = model.item_head(model.cf_model.get_item_embeddings(torch.tensor(item)))
             expected = user @ item_vector / model.config.temperature + model.item_score_bias[item]
@@ -118,10 +121,11 @@ def test_cf_state_of_each_output_token_sees_no_later_item(processor):
     assert not torch.allclose(changed[4], states[4])
 
 
-@pytest.mark.parametrize("distillation_weight,uniformity_weight", [(0.0, 0.0), (0.5, 0.1)])
-def test_gradients_reach_only_what_trains(family, processor, distillation_weight, uniformity_weight):
+@pytest.mark.parametrize("distillation_weight,uniformity_weight,cf_skip", [(0.0, 0.0, False), (0.5, 0.1, True)])
+def test_gradients_reach_only_what_trains(family, processor, distillation_weight, uniformity_weight, cf_skip):
     model = build_ranking_model(
-        family, processor, distillation_weight=distillation_weight, uniformity_weight=uniformity_weight
+        family, processor, distillation_weight=distillation_weight, uniformity_weight=uniformity_weight,
+        cf_skip=cf_skip,
     )
     model.train()
     assert not model.language_model.training and not model.recommender.training
@@ -130,6 +134,7 @@ def test_gradients_reach_only_what_trains(family, processor, distillation_weight
     out.loss.backward()
     trains = ("user_projector.", "item_projector.", "output_embedding", "user_head.", "item_head.", "item_score_bias")
     trains += ("cf_user_head.",) if distillation_weight > 0 else ()
+    trains += ("cf_skip.",) if cf_skip else ()
     with_grad = {name for name, p in model.named_parameters() if p.grad is not None and bool(p.grad.abs().sum() > 0)}
     assert {name for name, p in model.named_parameters() if p.requires_grad} == {
         name for name, _ in model.named_parameters() if name.startswith(trains)

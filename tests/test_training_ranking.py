@@ -142,9 +142,10 @@ def test_ranking_head_with_sampled_negatives(cf_run, tiny_dataset, lm_dir, tmp_p
     command = ranking_command(
         tiny_dataset, lm_dir("llama"), tmp_path / "run", ["--cf_model_path", cf_run.output_dir],
         "--num_negatives", "5", "--num_train_epochs", "2", "--distillation_weight", "0.5",
-        "--uniformity_weight", "0.1",
+        "--uniformity_weight", "0.1", "--cf_skip", "true",
     )  # fmt: skip
     run = run_example("train_ranking_head", command)
+    assert ALLMRecForItemRanking.from_pretrained(run.output_dir).config.cf_skip
     entries = [entry for entry in run.log_history if "loss" in entry]
     assert len(entries) == 8
     for entry in entries:

@@ -225,6 +225,9 @@ class ALLMRecRankingConfig(ALLMRecConfig):
         use_user_representation (`bool`, defaults to `True`): Add the projected CF user state to every output
             token (off: the output token is the learned vector alone, an ablation).
         item_bias (`bool`, defaults to `True`): A learned per-item score offset.
+        cf_skip (`bool`, defaults to `False`): The user vector also adds a learned linear map of the CF user state
+            after that item (a skip connection around the LM): the head starts from what the CF model knows and the
+            LM's hidden state learns what it adds. Off, the LM's hidden state is the only path.
         temperature (`float`, defaults to 1.0): Scores are divided by it.
         distillation_weight (`float`, defaults to 0.0): Weight of the distillation of the CF user representation
             into the user vector (MSE of both L2-normalised, after a learned map of the CF side; LLM-SRec's term).
@@ -252,6 +255,7 @@ class ALLMRecRankingConfig(ALLMRecConfig):
     item_head_input: Literal["cf", "joint", "text"] = "cf"
     use_user_representation: bool = True
     item_bias: bool = True
+    cf_skip: bool = False
     temperature: float = 1.0
     distillation_weight: float = 0.0
     uniformity_weight: float = 0.0

@@ -97,7 +97,8 @@ class ALLMRecForItemRanking(ALLMRecForConditionalGeneration):
         self.item_score_bias = nn.Parameter(torch.zeros(self.recommender.num_items + 1)) if config.item_bias else None
         cf_hidden = config.aligner_config.cf_config.hidden_size
         self.cf_user_head = nn.Linear(cf_hidden, size) if config.distillation_weight > 0 else None
-        for module in (self.user_head, self.item_head, self.cf_user_head):
+        self.cf_skip = nn.Linear(cf_hidden, size) if config.cf_skip else None
+        for module in (self.user_head, self.item_head, self.cf_user_head, self.cf_skip):
             if module is not None:
                 module.apply(self._init_weights)
         with torch.no_grad():
@@ -229,6 +230,8 @@ class ALLMRecForItemRanking(ALLMRecForConditionalGeneration):
         output_mask = input_ids == self.config.output_token_id
         head_dtype = self.user_head.linear_1.weight.dtype
         users = self.user_head(hidden[output_mask].to(head_dtype))  # (num_output_tokens, size)
+        if self.cf_skip is not None:  # states are in the same row-major output-token order
+            users = users + self.cf_skip(states.to(head_dtype))
         last_users = users[output_mask.sum(1).cumsum(0) - 1]  # each row's last output token (row-major order)
         catalog_vectors = None  # the item head over the whole catalog, computed once when needed
         if candidate_ids is not None:

@@ -161,6 +161,10 @@ class RankingModelArguments:
     uniformity_weight: float = field(default=0.0, metadata={"help": "LLM-SRec's uniformity term (0: off)."})
     temperature: float = field(default=1.0, metadata={"help": "Scores are divided by it."})
     item_bias: bool = field(default=True, metadata={"help": "A learned per-item score offset."})
+    cf_skip: bool = field(
+        default=False,
+        metadata={"help": "The user vector adds a learned linear map of the CF user state (a skip around the LM)."},
+    )
     no_user_representation: bool = field(
         default=False, metadata={"help": "Ablation: the output token carries no projected CF user state."}
     )
