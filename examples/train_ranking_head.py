@@ -28,6 +28,7 @@ from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
 
 from allmrec_hf import PromptTemplate
 from allmrec_hf.data import PreparedDataset
+from allmrec_hf.model_card import write_model_card
 from allmrec_hf.training.arguments import DataArguments, RankingModelArguments, RankingTrainingArguments
 from allmrec_hf.training.builders import build_stage2_model, load_aligner, load_cf_model
 from allmrec_hf.training.collators import RankingCollator, SetEpochCallback
@@ -141,6 +142,10 @@ def main(argv: list[str] | None = None) -> dict:
     if is_main:
         processor.save_pretrained(training_args.output_dir)
         write_results(training_args.output_dir, results)
+        write_model_card(
+            "recommender", training_args.output_dir, model=model, dataset=data, training_results=results,
+            arguments=(model_args, data_args, training_args),
+        )  # fmt: skip
         logger.info(
             "Ranking recommender saved to %s%s", training_args.output_dir,
             f": test hit@1 {results['test_hit@1']:.4f}, ndcg@10 {results['test_ndcg@10']:.4f}"

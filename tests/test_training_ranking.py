@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 
 import numpy as np
 import pytest
@@ -185,3 +186,27 @@ def test_ranking_script_refuses_bad_arguments(extra, message, cf_run, tiny_datas
 def test_ranking_trainer_needs_the_processor(ranking_run):
     with pytest.raises(ValueError, match="needs the processor"):
         RankingTrainer(model=ranking_run.trainer.model, args=ranking_run.trainer.args)
+
+
+def test_ranking_head_card_describes_the_head_and_its_code_runs(ranking_run):
+    from huggingface_hub import ModelCard
+
+    folder = ranking_run.output_dir
+    card = ModelCard.load(os.path.join(folder, "README.md"))
+    text, results = card.text, ranking_run.results
+    assert "\n# A-LLMRec ranking head: lm_llama + SASRec on tiny\n" in text
+    assert "ranking-head" in card.data.tags and "next-item-recommendation" in card.data.tags
+    assert "examples/train_ranking_head.py" in text and "| Ranking heads | user:" in text
+    assert "| History items in the prompt (each an output token) | 5 |" in text
+    assert f"| Test | {results['test_hit@1']:.4f} |" in text  # the run's own validation and test figures
+    entries = {(e.dataset_split, e.metric_type, e.metric_args.get("k")): e.metric_value for e in card.data.eval_results}
+    assert entries[("test", "hit_rate", 1)] == pytest.approx(results["test_hit@1"], abs=1e-4)
+    assert "Generated answers" not in text  # the head generates nothing
+    assert "`examples/evaluate.py` does not take the ranking head yet" in text
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 2 and "trust_remote_code=True" in blocks[-1]
+    code = re.sub(r"^checkpoint = .*$", f"checkpoint = {folder!r}", blocks[0], flags=re.M)
+    namespace: dict = {}
+    exec(compile(code, "<model card of the ranking head>", "exec"), namespace)
+    assert type(namespace["model"]).__name__ == "ALLMRecForItemRanking"
+    assert namespace["scores"].shape == (NUM_ITEMS + 1,)

@@ -58,10 +58,20 @@ EVALUATION_START = "<!-- allmrec-hf:evaluation:start -->"
 EVALUATION_END = "<!-- allmrec-hf:evaluation:end -->"
 PAPER_URL = "https://arxiv.org/abs/2404.11343"
 
-METHOD_TITLES = {"a-llmrec": "A-LLMRec", "mlp_llm": "MLP-LLM", "llm_only": "LLM-only"}
+METHOD_TITLES = {
+    "a-llmrec": "A-LLMRec",
+    "mlp_llm": "MLP-LLM",
+    "llm_only": "LLM-only",
+    "ranking": "A-LLMRec ranking head",
+}
 CF_NAMES = {"sasrec": "SASRec", "gru4rec": "GRU4Rec", "nextitnet": "NextItNet"}
 CF_CLASSES = {"sasrec": "SASRecModel", "gru4rec": "GRU4RecModel", "nextitnet": "NextItNetModel"}
-KIND_OF_MODEL_TYPE = {"allmrec": "recommender", "allmrec_aligner": "aligner", **{t: "cf" for t in CF_NAMES}}
+KIND_OF_MODEL_TYPE = {
+    "allmrec": "recommender",
+    "allmrec_ranking": "recommender",  # the ranking head (method "ranking")
+    "allmrec_aligner": "aligner",
+    **{t: "cf" for t in CF_NAMES},
+}
 # How a card describes each CF backbone: (its sequence encoder, what its `num_hidden_layers` counts).
 CF_ARCHITECTURES = {
     "sasrec": ("self-attention over the user's item history", "blocks"),
@@ -115,6 +125,28 @@ _SETTINGS = {
         ("num_train_epochs", "Epochs"),
         ("max_steps", "Steps (maximum)"),
         ("learning_rate", "Learning rate"),
+        ("effective_batch_size", "Batch size"),
+        ("bf16", "bf16 autocast"),
+        ("seed", "Seed"),
+        *_COMMON_DATA_SETTINGS,
+    ],
+    "ranking": [  # the ranking head's script (examples/train_ranking_head.py)
+        ("llm", "Language model"),
+        ("ranking_history_length", "History items in the prompt (each an output token)"),
+        ("max_history_length", "History items for the CF encoder"),
+        ("cut_points", "Training cut points per user"),
+        ("num_negatives", "Sampled negatives per output token (0: whole catalog)"),
+        ("item_head_input", "Item head input"),
+        ("ranking_hidden_size", "Scored vector size"),
+        ("cf_skip", "CF skip into the user vector"),
+        ("distillation_weight", "Distillation weight"),
+        ("uniformity_weight", "Uniformity weight"),
+        ("lm_dtype", "LM weights dtype"),
+        ("lora", "LoRA on the LM"),
+        ("num_train_epochs", "Epochs (maximum)"),
+        ("early_stopping_patience", "Early stopping patience (epochs)"),
+        ("learning_rate", "Learning rate"),
+        ("lr_scheduler_type", "Learning-rate schedule"),
         ("effective_batch_size", "Batch size"),
         ("bf16", "bf16 autocast"),
         ("seed", "Seed"),
@@ -203,7 +235,9 @@ def build_model_card(
         model_name=model_name if eval_results else None,
     )
     context = _card_context(kind, method, config, model, data, settings, training_results, model_path)
-    context["evaluation_section"] = section or render_evaluation_section(None, [], kind)
+    context["evaluation_section"] = section or render_evaluation_section(
+        None, [], "ranking" if method == "ranking" else kind
+    )
     context["evaluation_start"], context["evaluation_end"] = EVALUATION_START, EVALUATION_END
     card = ModelCard.from_template(card_data, template_path=str(template_path or CARD_TEMPLATE), **context)
     card.text = _tidy(card.text)
@@ -479,10 +513,11 @@ def _candidate_args(num_candidates, sampling, seed) -> dict[str, Any]:
 
 
 def _training_eval_results(kind, config, training_results, data, settings) -> list[EvalResult]:
-    """A CF run's own validation and test metrics (`all_results.json`: `eval_*` and `test_*`)."""
-    if kind != "cf" or not data.get("name"):
+    """A CF or ranking-head run's own validation and test metrics (`all_results.json`: `eval_*` and `test_*`)."""
+    ranking_head = getattr(config, "model_type", None) == "allmrec_ranking"
+    if not (kind == "cf" or ranking_head) or not data.get("name"):
         return []
-    cf_name = CF_NAMES.get(config.model_type, config.model_type)
+    cf_name = METHOD_TITLES["ranking"] if ranking_head else CF_NAMES.get(config.model_type, config.model_type)
     out = []
     num_candidates = data.get("num_candidates")
     for prefix, split in (("eval", "validation"), ("test", "test")):
@@ -495,8 +530,14 @@ def _training_eval_results(kind, config, training_results, data, settings) -> li
             "mode": "ranking",
             **_candidate_args(num_candidates, data.get("negative_sampling"), data.get("seed")),
             "users": users,
-            "scoring": "CF model score (dot product of user representation and item embedding)",
-            "evaluated_by": "examples/pretrain_cf.py (best validation epoch)",
+            "scoring": (
+                "ranking head score (dot product of the output token's user vector and the item head's vector)"
+                if ranking_head
+                else "CF model score (dot product of user representation and item embedding)"
+            ),
+            "evaluated_by": (
+                f"examples/{'train_ranking_head' if ranking_head else 'pretrain_cf'}.py (best validation epoch)"
+            ),
         }
         ks = sorted({int(m.group(1)) for key in training_results if (m := re.fullmatch(rf"{prefix}_hit@(\d+)", key))})
         for metric_type, key, label, k in _ranking_keys(ks):
@@ -541,13 +582,13 @@ def _card_context(kind, method, config, model, data, settings, training_results,
             "architecture": CF_ARCHITECTURES.get(cf_config.model_type, CF_ARCHITECTURE_UNKNOWN)[0],
             "layer_name": CF_ARCHITECTURES.get(cf_config.model_type, CF_ARCHITECTURE_UNKNOWN)[1],
         },
-        "settings": _settings_rows(kind, settings),
+        "settings": _settings_rows("ranking" if method == "ranking" else kind, settings),
         "training_rows": [
             [label, _fmt_value(training_results[key])]
             for key, label in _TRAINING_RESULTS
             if _is_number(training_results.get(key))
         ],
-        "cf_results": _cf_results_table(training_results) if kind == "cf" else None,
+        "cf_results": _cf_results_table(training_results) if kind == "cf" or method == "ranking" else None,
         "parameters": _parameters(model, kind),
     }
     aligner_config = config if kind == "aligner" else getattr(config, "aligner_config", None)
@@ -580,6 +621,19 @@ def _card_context(kind, method, config, model, data, settings, training_results,
             "included": bool(config.language_model_included),
         }
         context["item_projector_input"] = config.item_projector_input
+        if method == "ranking":
+            context["ranking"] = {
+                "hidden_size": config.ranking_hidden_size,
+                "item_head_input": {
+                    "cf": "CF item embedding",
+                    "joint": "stage-1 joint latent",
+                    "text": "stage-1 text latent",
+                }[config.item_head_input],
+                "cf_skip": config.cf_skip,
+                "distillation": config.distillation_weight,
+                "uniformity": config.uniformity_weight,
+                "user_representation": config.use_user_representation,
+            }
     context["example"] = _example(kind, data, config, training_results)
     return context
 
@@ -710,6 +764,8 @@ def _settings_rows(kind: str, settings: Mapping[str, Any]) -> list[list[str]]:
 def _method(kind, config, training_results, settings) -> str | None:
     if kind != "recommender":
         return None
+    if getattr(config, "model_type", None) == "allmrec_ranking":
+        return "ranking"
     method = training_results.get("baseline") or settings.get("baseline")
     if method in METHODS:
         return method
@@ -740,7 +796,7 @@ def _tags(kind, method, config) -> list[str]:
     else:
         tags += ["llm-recommender", "next-item-recommendation", cf_name]
         if method != "a-llmrec":
-            tags.append(method.replace("_", "-"))
+            tags.append("ranking-head" if method == "ranking" else method.replace("_", "-"))
         if config.lm_adapter_subfolder:
             tags.append("lora")
     return tags
