@@ -6,6 +6,9 @@ Methods (each one optional; give at least one checkpoint):
 - LLM-only (`--llm_only_model_path`), MLP-LLM (`--mlp_llm_model_path`),
 - A-LLMRec (`--allmrec_model_path`) with CF item embeddings and with text-side item embeddings (the paper's
   "A-LLMRec (SBERT)"),
+- the ranking head (`--ranking_model_path`, `examples/train_ranking_head.py`): one LM forward per user scores the
+  candidates and the whole catalog (ranking mode and full-catalog rows, no generation),
+- the popularity ranking (training interaction counts; `--popularity false` leaves it out),
 each LM method in generation mode (the paper's: greedy answer, Hit@1 by the substring rule and by a strict rule)
 and in ranking mode (every candidate scored by the likelihood of its title: Hit@K, NDCG@K, MRR). Scenarios: all
 test users, cold items, warm items and cold users (when the dataset has them). With `--full_catalog` the CF model
@@ -14,6 +17,8 @@ retrieves the top `--num_retrieved` unseen items of the whole catalog and each L
     python examples/evaluate.py --dataset_dir outputs/data/ml-100k --output_dir outputs/eval \\
         --allmrec_model_path outputs/stage2 --mlp_llm_model_path outputs/mlp_llm \\
         --llm_only_model_path outputs/llm_only --cf_model_path outputs/cf --max_users 200
+    python examples/evaluate.py --dataset_dir outputs/data/ml-100k --output_dir outputs/eval_ranking \
+        --ranking_model_path outputs/ranking_head --cf_model_path outputs/cf
 
 Writes `results.json`, `results.md` (tables in the paper's layout) and `hit_at_k.png` / `scenarios.png` to
 `--output_dir`. Deterministic under `--seed` (user sampling; decoding is greedy).
@@ -28,10 +33,17 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from transformers import HfArgumentParser, set_seed
 
-from allmrec_hf import ALLMRecConfig, ALLMRecForConditionalGeneration, ALLMRecProcessor
+from allmrec_hf import (
+    ALLMRecConfig,
+    ALLMRecForConditionalGeneration,
+    ALLMRecForItemRanking,
+    ALLMRecProcessor,
+    ALLMRecRankingConfig,
+)
 from allmrec_hf.data import PreparedDataset
 from allmrec_hf.evaluation.evaluator import (
     MODES,
@@ -39,13 +51,16 @@ from allmrec_hf.evaluation.evaluator import (
     cf_full_catalog_ranks,
     cf_mapped_candidate_scores,
     full_catalog_metrics,
+    full_catalog_ranks,
     lm_candidate_outputs,
     lm_full_catalog_ranks,
     map_items,
     processor_for_catalog,
+    ranking_head_outputs,
     scenario_metrics,
     select_rows,
     text_item_latents,
+    training_item_counts,
 )
 from allmrec_hf.evaluation.report import markdown_report, plot_results
 from allmrec_hf.model_card import CF_NAMES, finite_values, update_model_cards
@@ -62,6 +77,10 @@ class EvaluationArguments:
     allmrec_model_path: str | None = field(default=None, metadata={"help": "An A-LLMRec stage-2 checkpoint."})
     mlp_llm_model_path: str | None = field(default=None, metadata={"help": "An MLP-LLM stage-2 checkpoint."})
     llm_only_model_path: str | None = field(default=None, metadata={"help": "An LLM-only checkpoint."})
+    ranking_model_path: str | None = field(
+        default=None, metadata={"help": "A ranking-head checkpoint (examples/train_ranking_head.py)."}
+    )
+    popularity: bool = field(default=True, metadata={"help": "Also evaluate the popularity ranking."})
     cf_model_path: str | None = field(
         default=None,
         metadata={"help": "A CF checkpoint evaluated alone (default: the CF model inside the first LM checkpoint)."},
@@ -144,18 +163,26 @@ def _check_arguments(args: EvaluationArguments) -> dict[str, str]:
         ]
         if path
     }
-    if not checkpoints and not args.cf_model_path:
+    if not checkpoints and not args.cf_model_path and not args.ranking_model_path:
         raise ValueError(
             "nothing to evaluate: give --allmrec_model_path, --mlp_llm_model_path, "
-            "--llm_only_model_path and/or --cf_model_path."
+            "--llm_only_model_path, --ranking_model_path and/or --cf_model_path."
         )
-    for name, path in [*checkpoints.items(), ("cf", args.cf_model_path)]:
+    for name, path in [*checkpoints.items(), ("cf", args.cf_model_path), ("ranking", args.ranking_model_path)]:
         if path and not os.path.isfile(os.path.join(path, "config.json")):
             raise FileNotFoundError(f"--{name.replace('-', '')}_model_path {path} has no config.json.")
     for name, path in checkpoints.items():
         kind = checkpoint_model_type(path)
         if kind != "allmrec":
-            raise ValueError(f"{path} (given for {name}) is a {kind!r} checkpoint, not a stage-2 (allmrec) one.")
+            hint = " (give a ranking head with --ranking_model_path)" if kind == "allmrec_ranking" else ""
+            raise ValueError(
+                f"{path} (given for {name}) is a {kind!r} checkpoint, not a stage-2 (allmrec) one{hint}."
+            )
+    if args.ranking_model_path and checkpoint_model_type(args.ranking_model_path) != "allmrec_ranking":
+        raise ValueError(
+            f"--ranking_model_path {args.ranking_model_path} is a "
+            f"{checkpoint_model_type(args.ranking_model_path)!r} checkpoint, not a ranking head (allmrec_ranking)."
+        )
     if args.cf_model_path and checkpoint_model_type(args.cf_model_path) not in CF_MODEL_TYPES:
         raise ValueError(
             f"--cf_model_path {args.cf_model_path} is not a CF checkpoint of a known backbone "
@@ -203,6 +230,23 @@ class _LanguageModels:
                 )
             model = ALLMRecForConditionalGeneration.from_pretrained(path, language_model=self.cache[base])
         return model.to(self.device).eval()
+
+
+def _load_ranking_head(args: EvaluationArguments, path: str, device: torch.device):
+    """The ranking head and its processor, the LM loaded as for the other methods (`--llm`, dtype, attention)."""
+    config = ALLMRecRankingConfig.from_pretrained(path)
+    kwargs = {}
+    if args.lm_dtype:
+        kwargs["dtype"] = getattr(torch, args.lm_dtype)
+    if args.attn_implementation:
+        kwargs["attn_implementation"] = args.attn_implementation
+    if args.llm or not config.language_model_included:
+        kwargs["base_model_name_or_path"] = resolve_model_path(args.llm or config.base_model_name_or_path)
+    model = ALLMRecForItemRanking.from_pretrained(path, **kwargs).to(device).eval()
+    processor = ALLMRecProcessor.from_pretrained(path)
+    if config.item_head_input == "text" and model.text_item_latents is None:
+        model.compute_text_item_latents(processor)
+    return model, processor
 
 
 def _methods_to_run(args, checkpoints: dict[str, str]) -> list[tuple[str, str, str | None]]:
@@ -291,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict:
     ks = sorted({int(k) for k in _split(args.ks)})
 
     data = PreparedDataset.load(args.dataset_dir)
-    for path in [*checkpoints.values(), args.cf_model_path]:
+    for path in [*checkpoints.values(), args.cf_model_path, args.ranking_model_path]:
         if path:
             check_catalog(path, data.catalog, f"the dataset {args.dataset_dir}")
     rows = select_rows(data, _split(args.scenarios), args.max_users, args.seed)
@@ -330,8 +374,14 @@ def main(argv: list[str] | None = None) -> dict:
     # ------------------------------------------------------------------ the CF model alone
     lms = _LanguageModels(args, device)
     loaded: dict[str, ALLMRecForConditionalGeneration] = {}
+    ranking_head = None
+    if args.ranking_model_path:
+        logger.info("Loading the ranking head from %s", args.ranking_model_path)
+        ranking_head = _load_ranking_head(args, args.ranking_model_path, device)
     if args.cf_model_path:
         cf_model, cf_source = load_cf_model(args.cf_model_path, data.catalog), args.cf_model_path
+    elif not checkpoints:  # the CF model inside the ranking head
+        cf_model, cf_source = ranking_head[0].recommender.cf_model, args.ranking_model_path
     else:
         first = next(iter(checkpoints))
         loaded[first] = lms.load(checkpoints[first])
@@ -348,6 +398,20 @@ def main(argv: list[str] | None = None) -> dict:
         ranks = cf_full_catalog_ranks(cf_model, test_rows, 256, args.disable_tqdm)
         results["full_catalog"]["results"][cf_name] = full_catalog_metrics(ranks, ks)
     results["timing_seconds"][cf_name] = round(time.perf_counter() - start, 2)
+
+    # ------------------------------------------------------------------ the popularity ranking
+    if args.popularity:
+        counts = training_item_counts(data)
+        results["methods"]["Popularity"] = {"kind": "popularity", "scores": "training interaction counts"}
+        scores = np.stack([counts[np.asarray(c)] for c in rows.candidates])
+        record("Popularity", scenario_metrics(rows, data.catalog, scores=scores, ks=ks))
+        if test_rows is not None:
+            ranks = np.concatenate([
+                full_catalog_ranks(np.tile(counts, (len(h), 1)), h, t)
+                for h, t in ((test_rows.histories[i : i + 256], test_rows.targets[i : i + 256])
+                             for i in range(0, len(test_rows), 256))
+            ])  # fmt: skip
+            results["full_catalog"]["results"]["Popularity"] = full_catalog_metrics(ranks, ks)
 
     # ------------------------------------------------------------------ the LM methods
     for name, kind, source in _methods_to_run(args, checkpoints):
@@ -389,6 +453,26 @@ def main(argv: list[str] | None = None) -> dict:
             timing["full_catalog"] = round(time.perf_counter() - start, 2)
         logger.info("%s done: %s", name, timing)
 
+    # ------------------------------------------------------------------ the ranking head
+    if ranking_head is not None:
+        model, processor = ranking_head
+        name = "A-LLMRec ranking head"
+        results["methods"][name] = {"kind": "ranking", "checkpoint": os.path.abspath(args.ranking_model_path)}
+        start = time.perf_counter()
+        # One forward per user over the whole catalog gives both the candidate scores and the full-catalog rank.
+        scores, ranks = ranking_head_outputs(model, processor, rows, args.batch_size, args.disable_tqdm, name)
+        record(name, scenario_metrics(rows, data.catalog, scores=scores, ks=ks))
+        if test_rows is not None:
+            index = {(user, target): i for i, (user, target) in enumerate(zip(rows.users, rows.targets, strict=True))}
+            picked = [index.get(key) for key in zip(test_rows.users, test_rows.targets, strict=True)]
+            if None in picked:  # not the same rows (not expected): score the full-catalog users on their own
+                _, test_ranks = ranking_head_outputs(model, processor, test_rows, args.batch_size, args.disable_tqdm)
+            else:
+                test_ranks = ranks[picked]
+            results["full_catalog"]["results"][name] = full_catalog_metrics(test_ranks, ks)
+        results["timing_seconds"][name] = {"ranking": round(time.perf_counter() - start, 2)}
+        logger.info("%s done: %s", name, results["timing_seconds"][name])
+
     if cross_domain is not None:
         _evaluate_cross_domain(args, cross_domain, data, cf_model, cf_name, loaded, checkpoints, modes, ks, results)
 
@@ -401,7 +485,9 @@ def main(argv: list[str] | None = None) -> dict:
         written += [os.path.basename(p) for p in plot_results(results, args.output_dir)]
     logger.info("Wrote %s to %s", ", ".join(written), os.path.abspath(args.output_dir))
     if args.update_model_card:
-        update_model_cards(finite_values(results), [*checkpoints.values(), args.cf_model_path], dataset=data)
+        update_model_cards(
+            finite_values(results), [*checkpoints.values(), args.cf_model_path, args.ranking_model_path], dataset=data
+        )
     print(report)
     return results
 

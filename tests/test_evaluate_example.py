@@ -50,12 +50,12 @@ def test_evaluate_writes_all_three_outputs(evaluation):
     for png in ("hit_at_k.png", "scenarios.png"):
         assert open(output / png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((output / "results.json").read_text())
-    assert list(saved["methods"]) == ["SASRec", *LM_METHODS]
+    assert list(saved["methods"]) == ["SASRec", "Popularity", *LM_METHODS]
     assert set(saved["scenarios"]) == {"test", "cold_items", "warm_items"}  # the tiny data has no cold users
     table = (output / "results.md").read_text()
     for heading in ["Hit@1, generation mode", "strict rule", "Valid answers", "Ranking mode", "Full catalog"]:
         assert heading in table
-    for method in ["SASRec", *LM_METHODS]:
+    for method in ["SASRec", "Popularity", *LM_METHODS]:
         assert f"| {method} |" in table
 
 
@@ -66,6 +66,7 @@ def test_every_method_mode_and_scenario_is_measured(evaluation, tiny_dataset):
     for scenario in results["scenarios"]:
         by_method = results["results"][scenario]
         assert set(by_method["SASRec"]) == {"ranking"}  # the CF model has no generation mode
+        assert set(by_method["Popularity"]) == {"ranking"}
         for method in LM_METHODS:
             assert set(by_method[method]) == {"generation", "ranking"}
             generation = by_method[method]["generation"]
@@ -74,7 +75,7 @@ def test_every_method_mode_and_scenario_is_measured(evaluation, tiny_dataset):
             ranking = by_method[method]["ranking"]
             assert 0 <= ranking["hit@1"] <= ranking["hit@5"] <= 1 and 0 < ranking["mrr"] <= 1
             assert len(ranking["hit_curve"]) == results["num_candidates"] and ranking["hit_curve"][-1] == 1.0
-    assert set(results["full_catalog"]["results"]) == {"SASRec", *LM_METHODS}
+    assert set(results["full_catalog"]["results"]) == {"SASRec", "Popularity", *LM_METHODS}
 
 
 def test_cf_figures_match_a_direct_computation(evaluation, cf_run, tiny_dataset):

@@ -210,3 +210,60 @@ def test_ranking_head_card_describes_the_head_and_its_code_runs(ranking_run):
     exec(compile(code, "<model card of the ranking head>", "exec"), namespace)
     assert type(namespace["model"]).__name__ == "ALLMRecForItemRanking"
     assert namespace["scores"].shape == (NUM_ITEMS + 1,)
+
+
+# ========================================================================================== evaluation
+def test_evaluate_scores_the_ranking_head_beside_sasrec_and_popularity(ranking_run, cf_run, tiny_dataset, tmp_path):
+    from allmrec_hf.evaluation.evaluator import training_item_counts
+    from allmrec_hf.evaluation.metrics import ranking_metrics, target_ranks
+    from training_helpers import example_module
+
+    results = example_module("evaluate").main([
+        "--dataset_dir", tiny_dataset, "--output_dir", str(tmp_path), "--ranking_model_path", ranking_run.output_dir,
+        "--cf_model_path", cf_run.output_dir, "--batch_size", "5", "--disable_tqdm", "true", "--plots", "false",
+    ])  # fmt: skip
+    head = "A-LLMRec ranking head"
+    assert list(results["methods"]) == ["SASRec", "Popularity", head]
+    assert results["methods"][head]["kind"] == "ranking"
+    for scenario in results["scenarios"]:
+        assert set(results["results"][scenario][head]) == {"ranking"}  # every scenario, ranking mode only
+    test = results["results"]["test"]
+    # The same model on the same persisted candidates as the training script's own test evaluation.
+    assert test[head]["ranking"]["hit@1"] == pytest.approx(ranking_run.results["test_hit@1"])
+    assert test[head]["ranking"]["ndcg@5"] == pytest.approx(ranking_run.results["test_ndcg@5"])
+    assert test["SASRec"]["ranking"]["hit@1"] == pytest.approx(cf_run.results["test_hit@1"])
+
+    data = PreparedDataset.load(tiny_dataset)
+    split = data.scenario("test")
+    counts = training_item_counts(data)
+    assert counts.sum() == sum(len(h) + 1 for h in data.splits["train"]["history"])
+    candidates = np.asarray(split["candidates"])
+    positions = (candidates == np.asarray(split["target"])[:, None]).argmax(1)
+    expected = ranking_metrics(target_ranks(counts[candidates], positions), (1, 5))
+    assert {k: test["Popularity"]["ranking"][k] for k in expected} == pytest.approx(expected)
+
+    # Full catalog: the head's own scores over every unseen item (no CF pre-retrieval).
+    model = ALLMRecForItemRanking.from_pretrained(ranking_run.output_dir).eval()
+    processor = ALLMRecProcessor.from_pretrained(ranking_run.output_dir)
+    scores = model.score_candidates(**processor.ranking_inputs([list(h) for h in split["history"]]))
+    ranks = []
+    for row, history in enumerate(split["history"]):
+        row_scores = scores[row].clone()
+        row_scores[list(history)] = float("-inf")
+        ranks.append(int((row_scores > row_scores[split["target"][row]]).sum()))
+    full = results["full_catalog"]["results"][head]
+    assert full["hit@1"] == pytest.approx(float(np.mean(np.array(ranks) < 1)))
+    assert full["hit@5"] == pytest.approx(float(np.mean(np.array(ranks) < 5)))
+    assert "| A-LLMRec ranking head |" in (tmp_path / "results.md").read_text()
+
+
+def test_evaluate_refuses_a_head_given_as_the_other_kind(ranking_run, stage2_runs, tiny_dataset, tmp_path):
+    from training_helpers import example_module
+
+    main = example_module("evaluate").main
+    common = ["--dataset_dir", tiny_dataset, "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(ValueError, match="give a ranking head with --ranking_model_path"):
+        main([*common, "--allmrec_model_path", ranking_run.output_dir])
+    with pytest.raises(ValueError, match="not a ranking head"):
+        main([*common, "--ranking_model_path", stage2_runs["a-llmrec"].output_dir])
+    assert not (tmp_path / "out").exists()

@@ -3,6 +3,9 @@
 Every method sees the same users, histories and candidate lists, so their figures are comparable:
 
 - a CF model alone (`cf_candidate_scores`, `cf_full_catalog_ranks`),
+- the popularity ranking (`training_item_counts`: how often each item occurs in the training sequences),
+- the ranking head (`ALLMRecForItemRanking`): one LM forward per user scores the candidates and the whole catalog
+  (`ranking_head_outputs`),
 - an LM-based recommender (A-LLMRec, MLP-LLM or LLM-only) in the paper's generation mode and in ranking mode
   (`lm_candidate_outputs`), and retrieve-then-rerank over the whole catalog (`lm_full_catalog_ranks`).
 
@@ -148,15 +151,54 @@ def cf_full_catalog_ranks(cf_model, rows: EvaluationRows, batch_size: int = 256,
     for start in _batches(len(rows), batch_size, "CF full catalog", disable_tqdm):
         stop = min(start + batch_size, len(rows))
         scores = cf_model.score_all_items(_cf_inputs(cf_model, rows.histories[start:stop], device)).float()
-        valid = torch.isfinite(scores)
-        for row, history in enumerate(rows.histories[start:stop]):
-            if history:
-                valid[row, torch.tensor(sorted(set(history)), device=device)] = False
-        targets = np.array(rows.targets[start:stop])
-        batch_ranks = target_ranks(scores.cpu().numpy(), targets, valid.cpu().numpy()).astype(np.float64)
-        batch_ranks[~valid.cpu().numpy()[np.arange(stop - start), targets]] = MISSED
-        ranks[start:stop] = batch_ranks
+        histories, targets = rows.histories[start:stop], rows.targets[start:stop]
+        ranks[start:stop] = full_catalog_ranks(scores.cpu().numpy(), histories, targets)
     return ranks
+
+
+def full_catalog_ranks(scores: np.ndarray, histories: Sequence[Sequence[int]], targets: Sequence[int]) -> np.ndarray:
+    """The target's rank among every catalog item of `scores` (`(rows, num_items + 1)`, column 0 padding) that is
+    finite and not in the user's history; a target that is in the history ranks below everything (`MISSED`)."""
+    valid = np.isfinite(scores)
+    for row, history in enumerate(histories):
+        if len(history):
+            valid[row, sorted(set(history))] = False
+    targets = np.asarray(targets)
+    ranks = target_ranks(scores, targets, valid).astype(np.float64)
+    ranks[~valid[np.arange(len(targets)), targets]] = MISSED
+    return ranks
+
+
+def training_item_counts(data) -> np.ndarray:
+    """How often each catalog item occurs in the training sequences (history and target) of a prepared dataset,
+    `(num_items + 1,)`: the popularity ranking's scores (index 0, padding, is 0)."""
+    counts = np.zeros(data.num_items + 1, dtype=np.float64)
+    for column in ("history", "target"):
+        values = data.splits["train"][column]
+        flat = np.concatenate([np.asarray(v, dtype=np.int64) for v in values]) if column == "history" else values
+        np.add.at(counts, np.asarray(flat, dtype=np.int64), 1)
+    counts[0] = 0
+    return counts
+
+
+@torch.no_grad()
+def ranking_head_outputs(
+    model, processor, rows: EvaluationRows, batch_size: int = 16, disable_tqdm: bool = False, desc: str = "ranking head"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ranking head's candidate scores `(rows, candidates)` and full-catalog ranks `(rows,)` (the target among
+    every unseen item), both from one LM forward per user over the whole catalog."""
+    device = model.item_head.linear_1.weight.device
+    width = max(len(c) for c in rows.candidates)
+    candidate_scores = np.full((len(rows), width), -np.inf)
+    ranks = np.zeros(len(rows), dtype=np.float64)
+    for start in _batches(len(rows), batch_size, desc, disable_tqdm):
+        stop = min(start + batch_size, len(rows))
+        batch = processor.ranking_inputs(rows.histories[start:stop])
+        scores = model.score_candidates(**{k: v.to(device) for k, v in batch.items()}).float().cpu().numpy()
+        for row, candidates in enumerate(rows.candidates[start:stop]):
+            candidate_scores[start + row, : len(candidates)] = scores[row, candidates]
+        ranks[start:stop] = full_catalog_ranks(scores, rows.histories[start:stop], rows.targets[start:stop])
+    return candidate_scores, ranks
 
 
 def _device(model) -> torch.device:
