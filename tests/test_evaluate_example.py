@@ -57,6 +57,7 @@ def test_evaluate_writes_all_three_outputs(evaluation):
         assert heading in table
     for method in ["SASRec", "Popularity", *LM_METHODS]:
         assert f"| {method} |" in table
+    assert "SASRec, Popularity rank every unseen item; LLM-only, MLP-LLM, A-LLMRec, A-LLMRec (SBERT) rerank" in table
 
 
 def test_every_method_mode_and_scenario_is_measured(evaluation, tiny_dataset):

@@ -259,3 +259,48 @@ def test_trust_remote_code_loading_in_a_fresh_process(processor, tmp_path):
     module, scores = result.stdout.strip().splitlines()[-2:]
     assert module.startswith("transformers_modules.") and module.endswith(" ALLMRecForItemRanking")
     torch.testing.assert_close(torch.tensor(eval(scores)), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_recommend_ranks_the_whole_catalog_without_seen_items(processor):
+    model = build_ranking_model("llama", processor)
+    histories = [[1, 2, 3], [4, 5, 6, 7, 8]]
+    got = model.recommend(processor, histories, k=5)
+    scores = model.score_candidates(**processor.ranking_inputs(histories))
+    for row, history in enumerate(histories):
+        items = [entry["item"] for entry in got[row]]
+        assert len(items) == 5 and not set(items) & set(history) and 0 not in items
+        expected = scores[row].clone()
+        expected[history] = float("-inf")
+        assert items == expected.topk(5).indices.tolist()
+        assert [entry["score"] for entry in got[row]] == pytest.approx(expected.topk(5).values.tolist())
+        assert got[row][0]["title"] == processor.catalog.title(items[0])
+    with_seen = model.recommend(processor, [[1, 2, 3]], k=NUM_ITEMS, exclude_seen=False)[0]
+    assert {entry["item"] for entry in with_seen} == set(range(1, NUM_ITEMS + 1))
+    with pytest.raises(ValueError, match=f"only {NUM_ITEMS - 3} unseen items"):
+        model.recommend(processor, [[1, 2, 3]], k=NUM_ITEMS)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        model.recommend(processor, [[1]], k=0)
+
+
+def test_rank_candidates_orders_each_users_own_candidates(processor):
+    model = build_ranking_model("llama", processor)
+    histories, candidates = [[1, 2, 3], [4, 5]], [[9, 10, 11], [12, 13]]
+    got = model.rank_candidates(processor, histories, candidates)
+    full = model.score_candidates(**processor.ranking_inputs(histories))
+    for row, row_candidates in enumerate(candidates):
+        expected = sorted(row_candidates, key=lambda item: -float(full[row, item]))
+        assert [entry["item"] for entry in got[row]] == expected
+    assert len(model.rank_candidates(processor, histories, candidates, k=1)[1]) == 1
+
+
+def test_pipeline_with_the_ranking_head(processor):
+    from transformers import pipeline
+
+    model = build_ranking_model("llama", processor)
+    recommender = pipeline("next-item-recommendation", model=model, processor=processor)
+    titles = [processor.catalog.title(i) for i in (1, 2, 3)]
+    assert recommender(titles, k=3) == model.recommend(processor, [[1, 2, 3]], k=3)[0]
+    ranked = recommender([1, 2, 3], candidates=[9, 10, 11], k=2)
+    assert ranked == model.rank_candidates(processor, [[1, 2, 3]], [[9, 10, 11]], k=2)[0]
+    with pytest.raises(ValueError, match="do not apply to a ranking head"):
+        recommender([1, 2, 3], k=3, num_retrieved=10)

@@ -22,6 +22,7 @@ from training_helpers import NUM_ITEMS, InterruptAt, Interrupted, run_example
 RANKING_ARGS = ["--ranking_history_length", "5", "--max_history_length", "20", "--ranking_hidden_size", "16"]
 RANKING_ARGS += ["--per_device_train_batch_size", "4", "--learning_rate", "3e-2", "--num_train_epochs", "4"]
 RANKING_ARGS += ["--logging_steps", "1", "--bf16", "false", "--early_stopping_patience", "10"]
+RANKING_ARGS += ["--cut_points", "1", "--lr_scheduler_type", "constant"]  # 4 steps per epoch, a steady rate
 
 
 def ranking_command(dataset_dir: str, lm: str, output, source: list[str], *extra: str) -> list[str]:
@@ -254,7 +255,9 @@ def test_evaluate_scores_the_ranking_head_beside_sasrec_and_popularity(ranking_r
     full = results["full_catalog"]["results"][head]
     assert full["hit@1"] == pytest.approx(float(np.mean(np.array(ranks) < 1)))
     assert full["hit@5"] == pytest.approx(float(np.mean(np.array(ranks) < 5)))
-    assert "| A-LLMRec ranking head |" in (tmp_path / "results.md").read_text()
+    report = (tmp_path / "results.md").read_text()
+    assert "| A-LLMRec ranking head |" in report
+    assert "SASRec, Popularity, A-LLMRec ranking head rank every unseen item" in report  # no CF retrieval
 
 
 def test_evaluate_refuses_a_head_given_as_the_other_kind(ranking_run, stage2_runs, tiny_dataset, tmp_path):

@@ -323,6 +323,27 @@ class ALLMRecProjector(nn.Module):
         return self.linear_2(self.act(self.layer_norm(self.linear_1(features))))
 
 
+
+def ranked_items(catalog, candidates: list[list[int]], scores: torch.Tensor, k: int | None = None) -> list[list[dict]]:
+    """Each row's candidates by descending score (`scores[row, j]` for `candidates[row][j]`), the best `k`
+    (default: all), as dicts with `item` (catalog index), `item_id` (external id), `title` and `score`."""
+    ranked = []
+    for row, row_candidates in enumerate(candidates):
+        order = scores[row, : len(row_candidates)].argsort(descending=True)[:k].tolist()
+        ranked.append(
+            [
+                {
+                    "item": row_candidates[j],
+                    "item_id": catalog.item_id(row_candidates[j]),
+                    "title": catalog.title(row_candidates[j]),
+                    "score": float(scores[row, j]),
+                }
+                for j in order
+            ]
+        )
+    return ranked
+
+
 class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
     r"""
     A-LLMRec: a frozen CF encoder and stage-1 aligner, a user projector F_U and an item projector F_I, around a
@@ -891,22 +912,7 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
             candidate_batch_size=candidate_batch_size,
             item_embedding_source=item_embedding_source,
         )
-        catalog = processor.catalog
-        ranked = []
-        for row, row_candidates in enumerate(candidates):
-            order = scores[row, : len(row_candidates)].argsort(descending=True)[:k].tolist()
-            ranked.append(
-                [
-                    {
-                        "item": row_candidates[j],
-                        "item_id": catalog.item_id(row_candidates[j]),
-                        "title": catalog.title(row_candidates[j]),
-                        "score": float(scores[row, j]),
-                    }
-                    for j in order
-                ]
-            )
-        return ranked
+        return ranked_items(processor.catalog, candidates, scores, k)
 
     # ------------------------------------------------------------------------------------------ checkpoints
     @save_as_defining_class

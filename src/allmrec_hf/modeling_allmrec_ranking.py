@@ -16,7 +16,12 @@ from torch import nn
 from transformers.utils import ModelOutput, logging
 
 from .configuration_allmrec import ALLMRecRankingConfig
-from .modeling_allmrec import ALLMRecForConditionalGeneration, ALLMRecProjector, positions_from_attention_mask
+from .modeling_allmrec import (
+    ALLMRecForConditionalGeneration,
+    ALLMRecProjector,
+    positions_from_attention_mask,
+    ranked_items,
+)
 from .modeling_sasrec import check_item_ids
 
 logger = logging.get_logger(__name__)
@@ -320,6 +325,55 @@ class ALLMRecForItemRanking(ALLMRecForConditionalGeneration):
             item_ids=item_ids,
             candidate_ids=candidate_ids,
         ).scores
+
+    @torch.no_grad()
+    def recommend(
+        self, processor, histories: list[list[int]], k: int = 10, exclude_seen: bool = True
+    ) -> list[list[dict]]:
+        """The top `k` items of the whole catalog for each history, best first, from one LM forward per user (no
+        CF pre-retrieval), as dicts with `item` (catalog index), `item_id` (external id), `title` and `score`.
+        Items in the history are left out unless `exclude_seen=False`.
+
+        Example (`model` and `processor` loaded with `from_pretrained` from a ranking-head checkpoint):
+
+        ```python
+        >>> model.recommend(processor, [[1, 2, 3]], k=2)  # doctest: +SKIP
+        [[{'item': 4, 'item_id': '4', 'title': 'Casino (1995)', 'score': 3.1}, {...}]]
+        ```
+        """
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}.")
+        self.check_processor(processor)
+        histories = [[int(i) for i in h] for h in histories]
+        device = self.item_head.linear_1.weight.device
+        batch = processor.ranking_inputs(histories)
+        scores = self.score_candidates(**{key: value.to(device) for key, value in batch.items()}).float()
+        if exclude_seen:
+            for row, history in enumerate(histories):
+                if history:
+                    scores[row, torch.tensor(sorted(set(history)), device=device)] = float("-inf")
+        available = torch.isfinite(scores).sum(1)
+        if bool((available < k).any()):
+            row = int((available < k).nonzero()[0, 0])
+            raise ValueError(f"user {row} has only {int(available[row])} unseen items; cannot recommend {k}.")
+        top = scores.topk(k, dim=1)
+        return ranked_items(processor.catalog, top.indices.tolist(), top.values, k)
+
+    @torch.no_grad()
+    def rank_candidates(self, processor, histories: list[list[int]], candidates: list[list[int]],
+                        k: int | None = None) -> list[list[dict]]:  # fmt: skip
+        """Rank each user's own candidates (catalog indices) by the head's scores: the best `k` (default: all),
+        best first, as dicts with `item`, `item_id`, `title` and `score`."""
+        self.check_processor(processor)
+        if len(candidates) != len(histories):
+            raise ValueError(f"{len(candidates)} candidate lists for {len(histories)} histories.")
+        device = self.item_head.linear_1.weight.device
+        width = max([len(c) for c in candidates] + [1])
+        candidate_ids = torch.tensor([list(c) + [0] * (width - len(c)) for c in candidates], device=device)
+        batch = processor.ranking_inputs([[int(i) for i in h] for h in histories])
+        batch = {key: value.to(device) for key, value in batch.items()}
+        scores = self.score_candidates(**batch, candidate_ids=candidate_ids)
+        return ranked_items(processor.catalog, [list(c) for c in candidates], scores.float(), k)
 
     def generate(self, *args, **kwargs):
         raise TypeError(

@@ -11,8 +11,9 @@ class NextItemRecommendationPipeline(Pipeline):
     """Recommend the next items for a user's history with an A-LLMRec model.
 
     Without `candidates`, the CF model retrieves `num_retrieved` unseen items from the whole catalog and A-LLMRec
-    reranks them (`model.recommend`); with `candidates`, those are ranked. Items may be given as catalog indices
-    or titles; an unknown title raises an error listing the closest catalog titles.
+    reranks them (`model.recommend`); with `candidates`, those are ranked. A ranking head
+    (`ALLMRecForItemRanking`) scores the whole catalog itself, one forward per history. Items may be given as
+    catalog indices or titles; an unknown title raises an error listing the closest catalog titles.
 
     Example (`model` and `processor` as built in the README, or loaded with `from_pretrained`):
 
@@ -40,9 +41,19 @@ class NextItemRecommendationPipeline(Pipeline):
             )
         self.model.check_processor(self.processor)
 
+    @property
+    def _ranking_head(self) -> bool:
+        """The model is a ranking head (`ALLMRecForItemRanking`): it scores the whole catalog itself."""
+        return getattr(self.model.config, "model_type", None) == "allmrec_ranking"
+
     def _sanitize_parameters(self, k=None, num_retrieved=None, candidates=None, reduction=None, **kwargs):
         if kwargs:
             raise TypeError(f"unexpected arguments: {sorted(kwargs)}.")
+        if self._ranking_head and (num_retrieved is not None or reduction is not None):
+            raise ValueError(
+                "num_retrieved and reduction do not apply to a ranking head: it scores the whole catalog itself, "
+                "with no CF pre-retrieval and no title likelihood."
+            )
         preprocess = {} if candidates is None else {"candidates": candidates}
         forward = {
             key: value
@@ -77,6 +88,10 @@ class NextItemRecommendationPipeline(Pipeline):
 
     def _forward(self, inputs, k: int = 10, num_retrieved: int = 20, reduction: str = "sum"):
         history, candidates = inputs["history"], inputs["candidates"]
+        if self._ranking_head:
+            if candidates is None:
+                return self.model.recommend(self.processor, [history], k=k)[0]
+            return self.model.rank_candidates(self.processor, [history], [candidates], k=k)[0]
         if candidates is None:
             return self.model.recommend(
                 self.processor, [history], k=k, num_retrieved=max(num_retrieved, k), reduction=reduction

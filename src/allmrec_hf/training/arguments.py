@@ -149,7 +149,7 @@ class RankingModelArguments:
     )
     max_history_length: int = field(default=50, metadata={"help": "History items given to the CF encoder."})
     cut_points: int = field(
-        default=1,
+        default=2,
         metadata={"help": "Training cut points per user: the last, then earlier ones ranking_history_length apart."},
     )
     num_negatives: int = field(
@@ -247,15 +247,17 @@ class Stage2TrainingArguments(TrainingArguments):
 
 @dataclass
 class RankingTrainingArguments(TrainingArguments):
-    """Ranking-head defaults (measured on ML-100k, `benchmarks/ranking_head_quality.py`): Adam lr 1e-3, batch 8,
-    up to 5 epochs, evaluated (validation NDCG@10) and checkpointed every epoch, the best epoch kept."""
+    """Ranking-head defaults (measured on ML-100k: with 2 cut points per user they beat SASRec on all 943 test
+    users, README "Training"): AdamW lr 1e-3 decaying linearly to 0 over 2 epochs, batch 8, evaluated (validation
+    NDCG@10) and checkpointed every epoch, the best epoch kept. A constant rate peaked after one epoch and then
+    fell (validation NDCG@10 .7353, .7294)."""
 
     output_dir: str | None = field(default="outputs/ranking_head", metadata={"help": "Where the recommender goes."})
     learning_rate: float = 1e-3
     per_device_train_batch_size: int = 8
     per_device_eval_batch_size: int = 16
-    num_train_epochs: float = 5.0
-    lr_scheduler_type: str = "constant"
+    num_train_epochs: float = 2.0
+    lr_scheduler_type: str = "linear"
     eval_strategy: str = "epoch"
     save_strategy: str = "epoch"
     logging_steps: float = 10
