@@ -94,7 +94,7 @@ def test_cf_backbones_compares_each_backbone_with_allmrec_on_the_same_users(
         assert entry["name"] == {"sasrec": "SASRec", "gru4rec": "GRU4Rec", "nextitnet": "NextItNet"}[backbone]
         assert json.loads((tmp_path / backbone / "cf" / "config.json").read_text())["model_type"] == backbone
         results = json.loads((tmp_path / backbone / "evaluation" / "results.json").read_text())
-        assert list(results["methods"]) == [entry["name"], "A-LLMRec"]
+        assert list(results["methods"]) == [entry["name"], "Popularity", "A-LLMRec"]
         assert results["scenarios"]["test"]["num_users"] == 4
         assert 0 <= entry["cf"]["hit@1"] <= entry["cf"]["hit@5"] <= 1
         assert (

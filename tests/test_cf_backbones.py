@@ -514,7 +514,7 @@ def test_the_tiny_pipeline_runs_on_each_backbone(pipelines, backbone, tiny_datas
     assert recommender.config.cf_config.model_type == backbone
     results = runs["evaluation"]
     cf_name = {"gru4rec": "GRU4Rec", "nextitnet": "NextItNet"}[backbone]
-    assert list(results["methods"]) == [cf_name, "A-LLMRec"]
+    assert list(results["methods"]) == [cf_name, "Popularity", "A-LLMRec"]
     test = results["results"]["test"]
     assert {"generation", "ranking"} <= set(test["A-LLMRec"]) and set(test[cf_name]) == {"ranking"}
     rows = select_rows(PreparedDataset.load(tiny_dataset), ["test"], 4, 42)

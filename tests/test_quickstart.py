@@ -27,7 +27,7 @@ def test_quickstart_trains_every_stage_and_evaluates(quickstart, capsys):
     for name in ("processor_config.json", "item_catalog.jsonl", "model.safetensors", "config.json"):
         assert os.path.isfile(output / "a-llmrec" / name), name
     assert {"results.json", "results.md", "hit_at_k.png", "scenarios.png"} <= set(os.listdir(output / "evaluation"))
-    assert list(results["methods"]) == ["SASRec", "LLM-only", "MLP-LLM", "A-LLMRec"]
+    assert list(results["methods"]) == ["SASRec", "Popularity", "LLM-only", "MLP-LLM", "A-LLMRec"]
     assert results["scenarios"]["test"] == {"num_users": 4, "num_generation_users": 2}
     timings = json.loads((output / "timings.json").read_text())
     assert {"pretrain_cf", "train_stage1", "train_stage2", "evaluate", "total"} <= set(timings)
