@@ -302,7 +302,7 @@ def test_quickstart_smoke_size_on_the_real_models(tmp_path):
         ["--size", "smoke", "--output_dir", str(tmp_path), "--disable_tqdm", "true"]
     )
     assert results["dataset"] == "ml-100k"
-    assert list(results["methods"]) == ["SASRec", "LLM-only", "MLP-LLM", "A-LLMRec"]
+    assert list(results["methods"]) == ["SASRec", "Popularity", "LLM-only", "MLP-LLM", "A-LLMRec"]
     test = results["results"]["test"]
     for method in ("LLM-only", "MLP-LLM", "A-LLMRec"):
         assert 0.0 <= test[method]["ranking"]["hit@1"] <= 1.0
