@@ -324,6 +324,19 @@ class ALLMRecProjector(nn.Module):
 
 
 
+def exclude_seen_items(scores: torch.Tensor, histories: list[list[int]], k: int) -> torch.Tensor:
+    """Whole-catalog `scores` `(users, num_items + 1)` with every history item set to -inf, in place; refuses a
+    user with fewer than `k` items left to recommend."""
+    for row, history in enumerate(histories):
+        if history:
+            scores[row, torch.tensor(sorted(set(history)), device=scores.device)] = float("-inf")
+    available = torch.isfinite(scores).sum(1)
+    if bool((available < k).any()):
+        row = int((available < k).nonzero()[0, 0])
+        raise ValueError(f"user {row} has only {int(available[row])} unseen items; cannot recommend {k}.")
+    return scores
+
+
 def ranked_items(catalog, candidates: list[list[int]], scores: torch.Tensor, k: int | None = None) -> list[list[dict]]:
     """Each row's candidates by descending score (`scores[row, j]` for `candidates[row][j]`), the best `k`
     (default: all), as dicts with `item` (catalog index), `item_id` (external id), `title` and `score`."""
@@ -879,14 +892,9 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         histories = [[int(i) for i in h] for h in histories]
         cf_input_ids = processor(histories=histories)["cf_input_ids"].to(device)
         cf_scores = self.recommender.cf_model.score_all_items(cf_input_ids).float()  # column 0 is -inf
-        for row, history in enumerate(histories):
-            if history:
-                cf_scores[row, torch.tensor(sorted(set(history)), device=device)] = float("-inf")
-        available = torch.isfinite(cf_scores).sum(1)
-        if bool((available < k).any()):
-            row = int((available < k).nonzero()[0, 0])
-            raise ValueError(f"user {row} has only {int(available[row])} unseen items; cannot recommend {k}.")
-        retrieved = cf_scores.topk(min(num_retrieved, int(available.min())), dim=1).indices.tolist()
+        exclude_seen_items(cf_scores, histories, k)
+        available = int(torch.isfinite(cf_scores).sum(1).min())
+        retrieved = cf_scores.topk(min(num_retrieved, available), dim=1).indices.tolist()
         return self.rank_candidates(
             processor, histories, retrieved, k, reduction, candidate_batch_size, item_embedding_source
         )

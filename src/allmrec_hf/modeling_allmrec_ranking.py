@@ -19,6 +19,7 @@ from .configuration_allmrec import ALLMRecRankingConfig
 from .modeling_allmrec import (
     ALLMRecForConditionalGeneration,
     ALLMRecProjector,
+    exclude_seen_items,
     positions_from_attention_mask,
     ranked_items,
 )
@@ -348,14 +349,7 @@ class ALLMRecForItemRanking(ALLMRecForConditionalGeneration):
         device = self.item_head.linear_1.weight.device
         batch = processor.ranking_inputs(histories)
         scores = self.score_candidates(**{key: value.to(device) for key, value in batch.items()}).float()
-        if exclude_seen:
-            for row, history in enumerate(histories):
-                if history:
-                    scores[row, torch.tensor(sorted(set(history)), device=device)] = float("-inf")
-        available = torch.isfinite(scores).sum(1)
-        if bool((available < k).any()):
-            row = int((available < k).nonzero()[0, 0])
-            raise ValueError(f"user {row} has only {int(available[row])} unseen items; cannot recommend {k}.")
+        exclude_seen_items(scores, histories if exclude_seen else [[] for _ in histories], k)
         top = scores.topk(k, dim=1)
         return ranked_items(processor.catalog, top.indices.tolist(), top.values, k)
 

@@ -130,8 +130,29 @@ class CandidateEvaluationMixin:
 
     eval_ks: tuple[int, ...] = (1, 5, 10)
 
-    def rank_candidates(self, dataset, batch_size: int | None = None) -> np.ndarray:
+    def score_candidate_rows(self, model, rows: dict, device) -> torch.Tensor:
+        """Scores `(rows, candidates)` of a slice of the evaluation rows' `candidates` (the subclass's model)."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def rank_candidates(self, dataset, batch_size: int | None = None) -> np.ndarray:
+        """The 0-based rank of each row's target among its persisted candidates, by `score_candidate_rows`."""
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        batch_size = batch_size or self.args.per_device_eval_batch_size
+        device = next(model.parameters()).device
+        ranks = []
+        try:
+            for start in range(0, len(dataset), batch_size):
+                rows = dataset[start : start + batch_size]
+                scores = self.score_candidate_rows(model, rows, device)
+                candidates = np.asarray(rows["candidates"], dtype=np.int64)
+                positions = (candidates == np.asarray(rows["target"], dtype=np.int64)[:, None]).argmax(-1)
+                ranks.append(target_ranks(scores.float().cpu().numpy(), positions))
+        finally:
+            model.train(was_training)
+        return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
@@ -170,28 +191,11 @@ class CFTrainer(CandidateEvaluationMixin, ALLMRecTrainerMixin, Trainer):
         outputs = model(**inputs)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
-    @torch.no_grad()
-    def rank_candidates(self, dataset, batch_size: int | None = None) -> np.ndarray:
-        """The 0-based rank of each row's target among its candidates, by the CF model's scores."""
-        model = self.accelerator.unwrap_model(self.model)
-        was_training = model.training
-        model.eval()
-        batch_size = batch_size or self.args.per_device_eval_batch_size
-        max_length = model.config.max_seq_length
-        device = next(model.parameters()).device
-        ranks = []
-        try:
-            for start in range(0, len(dataset), batch_size):
-                rows = dataset[start : start + batch_size]
-                histories = [list(h)[-max_length:] for h in rows["history"]]
-                candidates = torch.as_tensor(np.asarray(rows["candidates"], dtype=np.int64), device=device)
-                targets = torch.as_tensor(np.asarray(rows["target"], dtype=np.int64), device=device)
-                scores = model.score_items(left_pad(histories).to(device), candidates)
-                positions = (candidates == targets[:, None]).float().argmax(-1)
-                ranks.append(target_ranks(scores.float().cpu().numpy(), positions.cpu().numpy()))
-        finally:
-            model.train(was_training)
-        return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
+    def score_candidate_rows(self, model, rows: dict, device) -> torch.Tensor:
+        """The CF model's scores of the rows' candidates, from their last `max_seq_length` history items."""
+        histories = [list(h)[-model.config.max_seq_length :] for h in rows["history"]]
+        candidates = torch.as_tensor(np.asarray(rows["candidates"], dtype=np.int64), device=device)
+        return model.score_items(left_pad(histories).to(device), candidates)
 
 
 class Stage1Trainer(ALLMRecTrainerMixin, Trainer):
@@ -269,27 +273,11 @@ class RankingTrainer(CandidateEvaluationMixin, Stage2Trainer):
         self.record_loss_components(outputs)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
-    @torch.no_grad()
-    def rank_candidates(self, dataset, batch_size: int | None = None) -> np.ndarray:
-        """The 0-based rank of each row's target among its persisted candidates, by the ranking head's scores."""
-        model = self.accelerator.unwrap_model(self.model)
-        was_training = model.training
-        model.eval()
-        batch_size = batch_size or self.args.per_device_eval_batch_size
-        device = next(model.parameters()).device
-        ranks = []
-        try:
-            for start in range(0, len(dataset), batch_size):
-                rows = dataset[start : start + batch_size]
-                batch = self.ranking_processor.ranking_inputs([list(h) for h in rows["history"]])
-                batch = {key: value.to(device) for key, value in batch.items()}
-                candidates = np.asarray(rows["candidates"], dtype=np.int64)
-                scores = model.score_candidates(**batch, candidate_ids=torch.as_tensor(candidates, device=device))
-                positions = (candidates == np.asarray(rows["target"], dtype=np.int64)[:, None]).argmax(-1)
-                ranks.append(target_ranks(scores.float().cpu().numpy(), positions))
-        finally:
-            model.train(was_training)
-        return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
+    def score_candidate_rows(self, model, rows: dict, device) -> torch.Tensor:
+        """The ranking head's scores of the rows' candidates: one LM forward per user."""
+        batch = self.ranking_processor.ranking_inputs([list(h) for h in rows["history"]])
+        candidates = torch.as_tensor(np.asarray(rows["candidates"], dtype=np.int64), device=device)
+        return model.score_candidates(**{key: v.to(device) for key, v in batch.items()}, candidate_ids=candidates)
 
 
 def write_json(path: str, payload) -> None:
