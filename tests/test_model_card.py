@@ -18,6 +18,7 @@ from allmrec_hf.model_card import (
     CARD_TEMPLATE,
     EVALUATION_END,
     EVALUATION_START,
+    SCORING,
     build_model_card,
     update_model_card,
     write_model_card,
@@ -168,7 +169,7 @@ def test_evaluate_writes_its_results_into_the_cards(stage2_runs, cf_run, tiny_da
     assert "sasrec" in cf_card.data.tags and "| **SASRec** (this model) |" in cf_card.text
     assert {e.metric_args["method"] for e in cf_card.data.eval_results} == {"SASRec"}
     tested = [e for e in cf_card.data.eval_results if e.dataset_split == "test"]
-    assert tested and {e.metric_args["scoring"] for e in tested} == {"CF model score"}  # evaluate.py's
+    assert tested and {e.metric_args["scoring"] for e in tested} == {SCORING["cf"]}  # evaluate.py's
     assert {e.dataset_split for e in cf_card.data.eval_results} == {"validation", "test"}  # the run's own kept
     assert not (output / "README.md").exists()
 
@@ -190,7 +191,7 @@ def test_a_hand_written_card_gets_an_evaluation_section(cf_run, tmp_path):
     card = load_card(folder)
     assert card.data.license == "mit" and "Written by hand." in card.text
     assert card.text.index("Written by hand.") < card.text.index(EVALUATION_START) < card.text.index(EVALUATION_END)
-    assert "| **SASRec** (this model) | – | – | 0.5000 | 1.0000 | 0.8000 | 0.7000 |" in card.text
+    assert "| **SASRec** (this model) | 0.5000 | 1.0000 | 0.8000 | 0.7000 |" in card.text
     assert [(e.metric_name, e.metric_value) for e in card.data.eval_results][0] == ("SASRec Hit@1 (ranking)", 0.5)
     assert update_model_card(folder, results) and load_card(folder).text.count(EVALUATION_START) == 1
 

@@ -8,13 +8,16 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import ModelCard
 
 from allmrec_hf import ALLMRecForItemRanking, ALLMRecProcessor
 from allmrec_hf.data import PreparedDataset
+from allmrec_hf.model_card import SCORING
 from allmrec_hf.training.collators import RankingCollator
 from allmrec_hf.training.trainers import RankingTrainer
 from training_helpers import NUM_ITEMS, InterruptAt, Interrupted, run_example
@@ -203,7 +206,7 @@ def test_ranking_head_card_describes_the_head_and_its_code_runs(ranking_run):
     entries = {(e.dataset_split, e.metric_type, e.metric_args.get("k")): e.metric_value for e in card.data.eval_results}
     assert entries[("test", "hit_rate", 1)] == pytest.approx(results["test_hit@1"], abs=1e-4)
     assert "Generated answers" not in text  # the head generates nothing
-    assert "`examples/evaluate.py` does not take the ranking head yet" in text
+    assert "--ranking_model_path <this folder> --update_model_card true" in text  # how to evaluate it
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert len(blocks) == 2 and "trust_remote_code=True" in blocks[-1]
     code = re.sub(r"^checkpoint = .*$", f"checkpoint = {folder!r}", blocks[0], flags=re.M)
@@ -258,6 +261,34 @@ def test_evaluate_scores_the_ranking_head_beside_sasrec_and_popularity(ranking_r
     report = (tmp_path / "results.md").read_text()
     assert "| A-LLMRec ranking head |" in report
     assert "SASRec, Popularity, A-LLMRec ranking head rank every unseen item" in report  # no CF retrieval
+
+
+def test_evaluate_writes_the_head_s_card_without_generation_columns(ranking_run, cf_run, tiny_dataset, tmp_path):
+    """`--update_model_card` on a head: its evaluation section shows ranking figures only (the head generates
+    nothing) and says the head ranks the whole catalog itself; the model-index holds the evaluation's figures."""
+    from training_helpers import example_module
+
+    folder = tmp_path / "head"
+    shutil.copytree(ranking_run.output_dir, folder)
+    results = example_module("evaluate").main([
+        "--dataset_dir", tiny_dataset, "--output_dir", str(tmp_path / "eval"), "--ranking_model_path", str(folder),
+        "--cf_model_path", cf_run.output_dir, "--batch_size", "5", "--disable_tqdm", "true", "--plots", "false",
+        "--update_model_card", "true",
+    ])  # fmt: skip
+    card = ModelCard.load(folder / "README.md")
+    section = card.text.split("## Evaluation", 1)[1]
+    head = results["results"]["test"]["A-LLMRec ranking head"]["ranking"]
+    assert f"| **A-LLMRec ranking head** (this model) | {head['hit@1']:.4f} |" in section
+    assert "generation" not in section.lower() and "log-likelihood" not in section
+    assert "SASRec, Popularity, A-LLMRec ranking head rank every item the user has\nnot interacted with" in section
+    assert "rerank" not in section
+    test_entries = [e for e in card.data.eval_results if e.dataset_split == "test"]
+    ranking = {(e.metric_type, e.metric_args.get("k")): e for e in test_entries if e.metric_args["mode"] == "ranking"}
+    assert ranking[("hit_rate", 1)].metric_value == pytest.approx(head["hit@1"], abs=1e-4)
+    full = [e for e in test_entries if e.metric_args["mode"] != "ranking"]
+    assert full and {e.metric_args["mode"] for e in full} == {"full-catalog ranking"}
+    assert not any("retrieved_by_cf" in e.metric_args for e in full)  # the head ranks every item itself
+    assert {e.metric_args["scoring"] for e in test_entries} == {SCORING["ranking"]}
 
 
 def test_evaluate_refuses_a_head_given_as_the_other_kind(ranking_run, stage2_runs, tiny_dataset, tmp_path):

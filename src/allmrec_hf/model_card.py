@@ -33,12 +33,21 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .evaluation.report import WHOLE_CATALOG_KINDS
+
 logger = logging.getLogger(__name__)
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "model_cards"
 CARD_TEMPLATE = TEMPLATE_DIR / "model_card_template.md"
 EVALUATION_TEMPLATE = TEMPLATE_DIR / "evaluation_section.md"
 CARD_FILE = "README.md"
+# How each kind of method scores a candidate (the model-index entries' `scoring` argument).
+SCORING = {
+    "cf": "CF model score (dot product of user representation and item embedding)",
+    "popularity": "training interaction count",
+    "ranking": "ranking head score (dot product of the output token's user vector and the item head's vector)",
+    "generative": "log-likelihood of the item title",
+}
 RESULTS_FILE = "all_results.json"
 
 KINDS = ("cf", "aligner", "recommender")
@@ -387,7 +396,7 @@ def evaluation_eval_results(
             add(method, "hit_rate", f"Hit@1 (generation, {rule} rule)", generation.get(f"hit@1_{rule}"),
                 f"sampled-candidates/generation-{rule}", args)  # fmt: skip
         ranking = entry.get("ranking") or {}
-        scoring = "CF model score" if info.get("kind") == "cf" else "log-likelihood of the item title"
+        scoring = SCORING.get(info.get("kind"), SCORING["generative"])
         base = {"mode": "ranking", **candidates, "users": scenario.get("num_users"), "scoring": scoring, **extra}
         for metric_type, key, label, k in _ranking_keys(ks):
             add(method, metric_type, f"{label} (ranking)", ranking.get(key), "sampled-candidates/ranking",
@@ -395,10 +404,11 @@ def evaluation_eval_results(
         full = (results.get("full_catalog") or {}).get("results", {}).get(method)
         if full:
             catalog = results["full_catalog"]
+            whole = info.get("kind") in WHOLE_CATALOG_KINDS  # ranks every item itself: no CF retrieval
             base = {
-                "mode": "retrieve-then-rerank" if info.get("kind") != "cf" else "full-catalog ranking",
+                "mode": "full-catalog ranking" if whole else "retrieve-then-rerank",
                 "candidates": "full catalog (items in the history left out)",
-                "retrieved_by_cf": catalog.get("num_retrieved"),
+                **({} if whole else {"retrieved_by_cf": catalog.get("num_retrieved")}),
                 "users": catalog.get("num_users"),
                 "scoring": scoring,
                 **extra,
@@ -426,15 +436,22 @@ def render_evaluation_section(
         rank_keys = [(key, label) for _, key, label, _ in _ranking_keys(ks)]
         test = results.get("results", {}).get("test", {})
         all_methods = list(results.get("methods", {}))
+        scenarios = list(results.get("scenarios", {}))
+        generated = any(  # generation columns only when some method generated answers
+            entry.get("generation", {}).get("hit@1_substring") is not None
+            for scenario in scenarios
+            for entry in results.get("results", {}).get(scenario, {}).values()
+        )
         rows = []
         for method in all_methods:
             entry = test.get(method, {})
-            cells = [_fmt(entry.get("generation", {}).get("hit@1_substring"))]
-            cells.append(_fmt(entry.get("generation", {}).get("hit@1_strict")))
+            cells = []
+            if generated:
+                cells.append(_fmt(entry.get("generation", {}).get("hit@1_substring")))
+                cells.append(_fmt(entry.get("generation", {}).get("hit@1_strict")))
             cells += [_fmt(entry.get("ranking", {}).get(key)) for key, _ in rank_keys]
             name = f"**{method}** (this model)" if method in methods else method
             rows.append([name, *cells])
-        scenarios = list(results.get("scenarios", {}))
         scenario_rows = []
         if len(scenarios) > 1:
             for method in all_methods:
@@ -442,7 +459,8 @@ def render_evaluation_section(
                 for scenario in scenarios:
                     entry = results["results"].get(scenario, {}).get(method, {})
                     cells.append(_fmt(entry.get("ranking", {}).get("hit@1")))
-                    cells.append(_fmt(entry.get("generation", {}).get("hit@1_substring")))
+                    if generated:
+                        cells.append(_fmt(entry.get("generation", {}).get("hit@1_substring")))
                 name = f"**{method}**" if method in methods else method
                 scenario_rows.append([name, *cells])
         full = results.get("full_catalog") or {}
@@ -450,8 +468,13 @@ def render_evaluation_section(
             [f"**{m}**" if m in methods else m, *[_fmt(v.get(key)) for key, _ in rank_keys]]
             for m, v in (full.get("results") or {}).items()
         ]
+        kinds = {m: (v or {}).get("kind") for m, v in results.get("methods", {}).items()}
+        whole_catalog = [m for m in full.get("results") or {} if kinds.get(m) in WHOLE_CATALOG_KINDS]
         num_candidates = results.get("num_candidates")
         context.update(
+            generated=generated,
+            whole_catalog=whole_catalog,
+            reranked=[m for m in full.get("results") or {} if m not in whole_catalog],
             dataset=results.get("dataset"),
             num_candidates=num_candidates,
             num_negatives=num_candidates - 1 if isinstance(num_candidates, int) else None,
@@ -530,11 +553,7 @@ def _training_eval_results(kind, config, training_results, data, settings) -> li
             "mode": "ranking",
             **_candidate_args(num_candidates, data.get("negative_sampling"), data.get("seed")),
             "users": users,
-            "scoring": (
-                "ranking head score (dot product of the output token's user vector and the item head's vector)"
-                if ranking_head
-                else "CF model score (dot product of user representation and item embedding)"
-            ),
+            "scoring": SCORING["ranking"] if ranking_head else SCORING["cf"],
             "evaluated_by": (
                 f"examples/{'train_ranking_head' if ranking_head else 'pretrain_cf'}.py (best validation epoch)"
             ),
