@@ -175,9 +175,7 @@ def _check_arguments(args: EvaluationArguments) -> dict[str, str]:
         kind = checkpoint_model_type(path)
         if kind != "allmrec":
             hint = " (give a ranking head with --ranking_model_path)" if kind == "allmrec_ranking" else ""
-            raise ValueError(
-                f"{path} (given for {name}) is a {kind!r} checkpoint, not a stage-2 (allmrec) one{hint}."
-            )
+            raise ValueError(f"{path} (given for {name}) is a {kind!r} checkpoint, not a stage-2 (allmrec) one{hint}.")
     if args.ranking_model_path and checkpoint_model_type(args.ranking_model_path) != "allmrec_ranking":
         raise ValueError(
             f"--ranking_model_path {args.ranking_model_path} is a "

@@ -124,7 +124,10 @@ def test_cf_state_of_each_output_token_sees_no_later_item(processor):
 @pytest.mark.parametrize("distillation_weight,uniformity_weight,cf_skip", [(0.0, 0.0, False), (0.5, 0.1, True)])
 def test_gradients_reach_only_what_trains(family, processor, distillation_weight, uniformity_weight, cf_skip):
     model = build_ranking_model(
-        family, processor, distillation_weight=distillation_weight, uniformity_weight=uniformity_weight,
+        family,
+        processor,
+        distillation_weight=distillation_weight,
+        uniformity_weight=uniformity_weight,
         cf_skip=cf_skip,
     )
     model.train()

@@ -102,9 +102,7 @@ def test_ranking_head_trains_only_the_projectors_and_heads(ranking_run):
     assert trainable and not any(name.startswith(("language_model.", "recommender.")) for name in trainable)
     assert any(name.startswith("item_head.") for name in trainable)
     assert any(name.startswith("user_head.") for name in trainable)
-    changed = {
-        name for name, p in model.named_parameters() if not torch.equal(p.detach(), ranking_run.initial[name])
-    }
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), ranking_run.initial[name])}
     assert changed <= trainable
     assert any(name.startswith("item_head.") for name in changed) and any("projector" in name for name in changed)
 

@@ -323,7 +323,6 @@ class ALLMRecProjector(nn.Module):
         return self.linear_2(self.act(self.layer_norm(self.linear_1(features))))
 
 
-
 def exclude_seen_items(scores: torch.Tensor, histories: list[list[int]], k: int) -> torch.Tensor:
     """Whole-catalog `scores` `(users, num_items + 1)` with every history item set to -inf, in place; refuses a
     user with fewer than `k` items left to recommend."""
