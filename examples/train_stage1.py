@@ -23,7 +23,7 @@ from allmrec_hf import ALLMRecProcessor
 from allmrec_hf.data import PreparedDataset
 from allmrec_hf.model_card import write_model_card
 from allmrec_hf.training.arguments import DataArguments, Stage1ModelArguments, Stage1TrainingArguments
-from allmrec_hf.training.builders import build_aligner, load_cf_model
+from allmrec_hf.training.builders import build_aligner, load_aligner, load_cf_model
 from allmrec_hf.training.collators import SetEpochCallback, Stage1Collator
 from allmrec_hf.training.runs import (
     OutputArguments,
@@ -57,7 +57,13 @@ def main(argv: list[str] | None = None) -> dict:
     with models_built_whole(training_args):  # under DeepSpeed ZeRO-3: whole, partitioned once training starts
         cf_model = load_cf_model(model_args.cf_model_path, data.catalog)  # checks kind and items before training
         aligner, text_tokenizer = build_aligner(
-            cf_model, model_args.text_encoder, model_args.latent_size, model_args.alpha, model_args.beta
+            cf_model,
+            model_args.text_encoder,
+            model_args.latent_size,
+            model_args.alpha,
+            model_args.beta,
+            latent_activation=model_args.latent_activation,
+            uniformity_weight=model_args.uniformity_weight,
         )
     # Only the sentence-encoder side of the processor is used here (item texts from the catalog). Its LM side gets
     # a copy: the processor adds placeholder tokens to it, which the saved sentence-encoder tokenizer must not have.
@@ -87,6 +93,18 @@ def main(argv: list[str] | None = None) -> dict:
     )
     results = dict(train_result.metrics)
     if save_trained_model(trainer, aligner, training_args.output_dir):  # every process calls it; the main one writes
+        # Whether the items stay apart in the joint latent space stage 2 injects (the paper's sigmoid tends to
+        # collapse), measured on the saved weights (whole, whatever partitioning trained them).
+        diversity = load_aligner(training_args.output_dir).latent_diversity()
+        results.update({f"latent_{name}": value for name, value in diversity.items()})
+        logger.info(
+            "Joint latents of the %d catalog items: mean pairwise cosine %.4f (%.4f with the mean removed), "
+            "per-dimension std %.4f",
+            data.num_items,
+            diversity["mean_pairwise_cosine"],
+            diversity["centered_mean_pairwise_cosine"],
+            diversity["mean_dimension_std"],
+        )
         text_tokenizer.save_pretrained(training_args.output_dir)
         data.catalog.save(training_args.output_dir)
         results.update(

@@ -746,6 +746,57 @@ def test_aligner_training_decreases_the_loss(processor):
     assert losses[-1] < 0.7 * losses[0]
 
 
+def test_latent_diversity_tells_collapsed_from_spread_latents():
+    from allmrec_hf.modeling_allmrec import latent_diversity
+
+    torch.manual_seed(0)
+    collapsed = latent_diversity(torch.full((50, 8), 0.5) + 1e-4 * torch.randn(50, 8))
+    assert collapsed["mean_pairwise_cosine"] > 0.9999 and collapsed["mean_dimension_std"] < 1e-3
+    spread = latent_diversity(torch.randn(2000, 8))
+    assert abs(spread["mean_pairwise_cosine"]) < 0.01 and spread["mean_dimension_std"] == pytest.approx(1, abs=0.05)
+    # An offset hides spread from the raw cosine, not from the centred one.
+    shifted = latent_diversity(torch.randn(2000, 8) + 10)
+    assert shifted["mean_pairwise_cosine"] > 0.95 and abs(shifted["centered_mean_pairwise_cosine"]) < 0.01
+    unit = torch.nn.functional.normalize(torch.randn(6, 4), dim=-1)  # the pairwise mean, computed directly
+    cosines = unit @ unit.T
+    assert latent_diversity(unit)["mean_pairwise_cosine"] == pytest.approx(
+        float((cosines.sum() - cosines.diag().sum()) / 30), abs=1e-6
+    )
+    with pytest.raises(ValueError, match="at least 2 latents"):
+        latent_diversity(torch.ones(1, 4))
+
+
+def test_normalized_latents_with_uniformity(processor):
+    """`latent_activation="normalize"`: latents on the unit sphere, the same parameter names as the paper's
+    sigmoid encoders, and the uniformity term in the loss only when weighted."""
+    from allmrec_hf import ALLMRecAlignerModel
+    from conftest import aligner_config
+
+    config = aligner_config(len(processor.text_encoder_tokenizer))
+    paper = ALLMRecAlignerModel(config)
+    config = aligner_config(len(processor.text_encoder_tokenizer))
+    config.latent_activation, config.uniformity_weight = "normalize", 0.5
+    model = ALLMRecAlignerModel(config).train()
+    assert set(dict(model.named_parameters())) == set(dict(paper.named_parameters()))
+    out = model(**aligner_batch(processor))
+    torch.testing.assert_close(out.item_latents.norm(dim=-1), torch.ones(out.item_latents.shape[:-1]))
+    torch.testing.assert_close(out.text_latents.norm(dim=-1), torch.ones(out.text_latents.shape[:-1]))
+    expected = (
+        out.matching_loss
+        + config.alpha * out.item_reconstruction_loss
+        + config.beta * out.text_reconstruction_loss
+        + out.recommendation_loss
+        + 0.5 * out.uniformity_loss
+    )
+    torch.testing.assert_close(out.loss, expected)
+    assert float(out.uniformity_loss.detach()) < 0
+    assert paper.train()(**aligner_batch(processor)).uniformity_loss is None  # the paper's loss has no such term
+    # Paper's encoders at initialisation already sit at the sigmoid's midpoint; the normalised ones do not.
+    assert paper.latent_diversity()["mean_dimension_std"] < 0.05 < model.latent_diversity()["mean_dimension_std"]
+    with pytest.raises(ValueError, match="latent_activation must be one of sigmoid, normalize, got 'tanh'"):
+        aligner_config(10).__class__(latent_activation="tanh")
+
+
 def test_aligner_rejects_a_cf_model_of_another_size(processor):
     from allmrec_hf import SASRecModel
 

@@ -158,6 +158,34 @@ def test_stage1_output_loads_back(stage1_run, tiny_dataset, text_encoder_dir):
     assert results["train_loss"] == pytest.approx(stage1_run.results["train_loss"])
 
 
+def test_stage1_reports_how_far_apart_the_latents_lie(stage1_run, cf_run, tiny_dataset, text_encoder_dir, tmp_path):
+    """The run's results and card give the joint latents' diversity over the catalog, and the normalised variant
+    with a uniformity term keeps the items further apart than the paper's sigmoid on the same data."""
+    from huggingface_hub import ModelCard
+
+    from training_helpers import run_example
+
+    results = stage1_run.results
+    diversity = ALLMRecAlignerModel.from_pretrained(stage1_run.output_dir).latent_diversity()
+    for name, value in diversity.items():
+        assert results[f"latent_{name}"] == pytest.approx(value)
+    card = ModelCard.load(Path(stage1_run.output_dir, "README.md")).text
+    assert f"| Joint latents: mean pairwise cosine over the catalog | {diversity['mean_pairwise_cosine']:.4f} |" in card
+    assert "| Latent encoders end in (paper: sigmoid) | sigmoid |" in card
+
+    command = ["--dataset_dir", tiny_dataset, "--output_dir", str(tmp_path / "stage1"), "--cf_model_path"]
+    command += [cf_run.output_dir, "--text_encoder", text_encoder_dir, "--latent_size", "16"]
+    command += ["--item_text_max_length", "16", "--num_train_epochs", "15", "--per_device_train_batch_size", "8"]
+    command += ["--learning_rate", "1e-3", "--save_strategy", "no"]  # the same as stage1_run's
+    variant = run_example("train_stage1", [*command, "--latent_activation", "normalize", "--uniformity_weight", "1"])
+    spread = variant.results
+    assert spread["latent_mean_pairwise_cosine"] < results["latent_mean_pairwise_cosine"] - 0.1
+    assert spread["latent_mean_dimension_std"] > 2 * results["latent_mean_dimension_std"]
+    assert spread["latent_mean_norm"] == pytest.approx(1, abs=1e-4)
+    assert any("uniformity_loss" in entry for entry in variant.log_history)
+    assert ALLMRecAlignerModel.from_pretrained(tmp_path / "stage1").config.latent_activation == "normalize"
+
+
 # ============================================================================================= stage 2
 @pytest.fixture(scope="module", params=["llama", "qwen2"])
 def stage2_run(request, stage1_run, tiny_dataset, lm_dir, training_root):

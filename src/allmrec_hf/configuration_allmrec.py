@@ -66,6 +66,10 @@ def _resolve_cf_config(cf_config: dict | PreTrainedConfig | None) -> PreTrainedC
     return AutoConfig.for_model(model_type, **cf_config)
 
 
+# How stage 1's item and text encoders end: the paper's sigmoid, or an L2 normalisation onto the unit sphere.
+LATENT_ACTIVATIONS = ("sigmoid", "normalize")
+
+
 class ALLMRecAlignerConfig(PreTrainedConfig):
     r"""
     Configuration of [`ALLMRecAlignerModel`]: the frozen CF encoder plus stage 1's collaborative-text alignment
@@ -80,6 +84,13 @@ class ALLMRecAlignerConfig(PreTrainedConfig):
         latent_size (`int`, defaults to 128): Size of the joint item latent e_i and of the text latent q_i.
         alpha (`float`, defaults to 0.5): Weight of the item reconstruction loss.
         beta (`float`, defaults to 0.5): Weight of the text reconstruction loss (the paper used 0.2 on Beauty/Toys).
+        latent_activation (`str`, defaults to `"sigmoid"`): How the item and text encoders end. `"sigmoid"` is the
+            paper's (latents in (0, 1)); under the MSE matching loss it tends to settle at its midpoint, where items
+            barely differ. `"normalize"` ends in an L2 normalisation (latents on the unit sphere), which with
+            `uniformity_weight` keeps items apart.
+        uniformity_weight (`float`, defaults to 0.0): Weight of a uniformity term (Wang & Isola, 2020: the log of
+            the mean Gaussian potential between the batch's item latents, and likewise its text latents) that pushes
+            latents apart. 0 (the paper) leaves it out.
 
     Example:
 
@@ -102,6 +113,8 @@ class ALLMRecAlignerConfig(PreTrainedConfig):
     latent_size: int = 128
     alpha: float = 0.5
     beta: float = 0.5
+    latent_activation: str = "sigmoid"
+    uniformity_weight: float = 0.0
 
     def __post_init__(self, **kwargs):
         self.cf_config = _resolve_cf_config(self.cf_config)
@@ -109,9 +122,14 @@ class ALLMRecAlignerConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         _restore_sub_config_attention(self, chosen, kwargs)
         _check_positive(self, "latent_size")
-        for name in ("alpha", "beta"):
+        for name in ("alpha", "beta", "uniformity_weight"):
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"ALLMRecAlignerConfig.{name} must be >= 0, got {getattr(self, name)!r}.")
+        if self.latent_activation not in LATENT_ACTIVATIONS:
+            raise ValueError(
+                f"ALLMRecAlignerConfig.latent_activation must be one of {', '.join(LATENT_ACTIVATIONS)}, "
+                f"got {self.latent_activation!r}."
+            )
 
     @property
     def sub_configs(self):  # cf_config is a sub-config too (serialised and given the attention settings)

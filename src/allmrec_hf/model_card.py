@@ -114,6 +114,8 @@ _SETTINGS = {
         ("latent_size", "Joint latent size"),
         ("alpha", "Item reconstruction weight (alpha)"),
         ("beta", "Text reconstruction weight (beta)"),
+        ("latent_activation", "Latent encoders end in (paper: sigmoid)"),
+        ("uniformity_weight", "Uniformity weight (paper: 0)"),
         ("all_positions", "Train on every position (paper: last item only)"),
         ("item_text_template", "Item text"),
         ("item_text_max_length", "Sentence-encoder tokens per item"),
@@ -168,6 +170,10 @@ _TRAINING_RESULTS = [
     ("eval_loss", "Validation loss"),
     ("train_runtime", "Training time (s)"),
     ("train_samples_per_second", "Training samples / s"),
+    # Stage 1: how far apart the items' joint latents lie after training (near 1 / near 0: collapsed).
+    ("latent_mean_pairwise_cosine", "Joint latents: mean pairwise cosine over the catalog"),
+    ("latent_centered_mean_pairwise_cosine", "Joint latents: mean pairwise cosine, mean latent removed"),
+    ("latent_mean_dimension_std", "Joint latents: per-dimension standard deviation (mean)"),
 ]
 
 
@@ -627,6 +633,7 @@ def _card_context(kind, method, config, model, data, settings, training_results,
         )
         context["latent_size"] = aligner_config.latent_size
         context["alpha"], context["beta"] = aligner_config.alpha, aligner_config.beta
+        context["latent_activation"] = aligner_config.latent_activation
     if kind == "recommender":
         lm = config.text_config
         context["lm"] = {

@@ -78,14 +78,66 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
+def uniformity(vectors: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+    """Wang & Isola's uniformity of L2-normalised vectors: log mean exp(-t * squared distance) over pairs."""
+    if vectors.shape[0] < 2:
+        return vectors.new_zeros(())
+    return torch.pdist(vectors, p=2).pow(2).mul(-t).exp().mean().log()
+
+
+def latent_diversity(latents: torch.Tensor) -> dict[str, float]:
+    """How far apart a set of latents `(n, d)` lies: `mean_pairwise_cosine` (1 when every latent points the same
+    way), `centered_mean_pairwise_cosine` (the same after removing the mean latent: about 0 for spread-out
+    latents, whatever their offset), `mean_dimension_std` (each dimension's standard deviation over the set,
+    averaged: about 0 when the latents collapsed onto one point) and `mean_norm`.
+
+    ```python
+    >>> import torch
+    >>> stats = latent_diversity(torch.eye(4))
+    >>> round(stats["mean_pairwise_cosine"], 4), round(stats["mean_norm"], 4)
+    (0.0, 1.0)
+    ```
+    """
+    latents = latents.detach().float()
+    if latents.shape[0] < 2:
+        raise ValueError(f"latent_diversity needs at least 2 latents, got {latents.shape[0]}.")
+
+    def mean_cosine(x: torch.Tensor) -> float:
+        unit = F.normalize(x, dim=-1)
+        n = unit.shape[0]
+        total = unit.sum(0).pow(2).sum() - unit.pow(2).sum()  # sum over pairs i != j of cos(i, j)
+        return float(total / (n * (n - 1)))
+
+    return {
+        "mean_pairwise_cosine": mean_cosine(latents),
+        "centered_mean_pairwise_cosine": mean_cosine(latents - latents.mean(0)),
+        "mean_dimension_std": float(latents.std(0).mean()),
+        "mean_norm": float(latents.norm(dim=-1).mean()),
+    }
+
+
+class L2Normalize(nn.Module):
+    """The last step of a stage-1 encoder under `latent_activation="normalize"`: latents on the unit sphere."""
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(features, dim=-1)
+
+
+def latent_encoder(in_features: int, config: ALLMRecAlignerConfig) -> nn.Sequential:
+    """Stage 1's item or text encoder: a linear map, then the configured end (the paper's sigmoid or an L2
+    normalisation). The parameter names (`0.weight`, `0.bias`) are the same for both."""
+    end = nn.Sigmoid() if config.latent_activation == "sigmoid" else L2Normalize()
+    return nn.Sequential(nn.Linear(in_features, config.latent_size), end)
+
+
 # ================================================================================================ stage 1
 @dataclass
 class ALLMRecAlignerOutput(ModelOutput):
     """
-    Output of [`ALLMRecAlignerModel`]: the total stage-1 loss and its four parts (each unweighted).
+    Output of [`ALLMRecAlignerModel`]: the total stage-1 loss and its parts (each unweighted).
 
     `loss = matching_loss + alpha * item_reconstruction_loss + beta * text_reconstruction_loss
-    + recommendation_loss`.
+    + recommendation_loss (+ uniformity_weight * uniformity_loss)`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -93,6 +145,7 @@ class ALLMRecAlignerOutput(ModelOutput):
     item_reconstruction_loss: torch.FloatTensor | None = None
     text_reconstruction_loss: torch.FloatTensor | None = None
     recommendation_loss: torch.FloatTensor | None = None
+    uniformity_loss: torch.FloatTensor | None = None
     item_latents: torch.FloatTensor | None = None
     text_latents: torch.FloatTensor | None = None
 
@@ -172,9 +225,9 @@ class ALLMRecAlignerModel(ALLMRecPreTrainedModel):
         text_size = config.text_encoder_config.hidden_size
         self.cf_model = build_cf_model(config.cf_config)
         self.text_encoder = AutoModel.from_config(config.text_encoder_config)
-        self.item_encoder = nn.Sequential(nn.Linear(cf_size, config.latent_size), nn.Sigmoid())
+        self.item_encoder = latent_encoder(cf_size, config)
         self.item_decoder = nn.Linear(config.latent_size, cf_size)
-        self.text_latent_encoder = nn.Sequential(nn.Linear(text_size, config.latent_size), nn.Sigmoid())
+        self.text_latent_encoder = latent_encoder(text_size, config)
         self.text_latent_decoder = nn.Linear(config.latent_size, text_size)
         self.post_init()
         self.cf_model.requires_grad_(False)
@@ -211,6 +264,15 @@ class ALLMRecAlignerModel(ALLMRecPreTrainedModel):
         """The text-side latent q_i = f_T^enc(Q_i): what an item without a trustworthy CF embedding uses (the
         paper's "SBERT" variant for cold items), shape `(n, latent)`."""
         return self.text_latent_encoder(self.embed_texts(input_ids, attention_mask))
+
+    @torch.no_grad()
+    def latent_diversity(self, batch_size: int = 4096) -> dict[str, float]:
+        """`latent_diversity` of the joint latents e_i of every catalog item (from the CF embeddings): how much
+        the items stay apart after stage 1. A mean pairwise cosine near 1 with a near-0 per-dimension spread means
+        the latents collapsed and carry little item identity into stage 2."""
+        ids = torch.arange(1, self.num_items + 1, device=self.device)
+        latents = torch.cat([self.encode_cf_items(chunk) for chunk in ids.split(batch_size)])
+        return latent_diversity(latents)
 
     def forward(
         self,
@@ -274,12 +336,19 @@ class ALLMRecAlignerModel(ALLMRecPreTrainedModel):
             + self.config.beta * text_reconstruction_loss
             + recommendation_loss
         )
+        uniformity_loss = None
+        if self.config.uniformity_weight > 0:  # the batch's items (positives and negatives), each side on the sphere
+            # An item twice in the batch adds a zero-distance pair, which has no gradient.
+            sides = (item_latents, text_latents)
+            uniformity_loss = sum(uniformity(F.normalize(side.flatten(0, 1), dim=-1)) for side in sides) / 2
+            loss = loss + self.config.uniformity_weight * uniformity_loss
         output = ALLMRecAlignerOutput(
             loss=loss,
             matching_loss=matching_loss,
             item_reconstruction_loss=item_reconstruction_loss,
             text_reconstruction_loss=text_reconstruction_loss,
             recommendation_loss=recommendation_loss,
+            uniformity_loss=uniformity_loss,
             item_latents=item_latents,
             text_latents=text_latents,
         )

@@ -22,6 +22,7 @@ from .modeling_allmrec import (
     exclude_seen_items,
     positions_from_attention_mask,
     ranked_items,
+    uniformity,
 )
 from .modeling_sasrec import check_item_ids
 
@@ -48,13 +49,6 @@ class ALLMRecRankingOutput(ModelOutput):
     ranking_loss: torch.FloatTensor | None = None
     distillation_loss: torch.FloatTensor | None = None
     uniformity_loss: torch.FloatTensor | None = None
-
-
-def uniformity(vectors: torch.Tensor, t: float = 2.0) -> torch.Tensor:
-    """Wang & Isola's uniformity of L2-normalised vectors: log mean exp(-t * squared distance) over pairs."""
-    if vectors.shape[0] < 2:
-        return vectors.new_zeros(())
-    return torch.pdist(vectors, p=2).pow(2).mul(-t).exp().mean().log()
 
 
 class ALLMRecForItemRanking(ALLMRecForConditionalGeneration):

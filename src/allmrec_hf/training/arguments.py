@@ -70,6 +70,17 @@ class Stage1ModelArguments:
     latent_size: int = field(default=128, metadata={"help": "Joint latent size (paper: 128)."})
     alpha: float = field(default=0.5, metadata={"help": "Weight of the item reconstruction loss (paper: 0.5)."})
     beta: float = field(default=0.5, metadata={"help": "Weight of the text reconstruction loss (paper: 0.5)."})
+    latent_activation: str = field(
+        default="sigmoid",
+        metadata={
+            "help": "How the item and text encoders end: 'sigmoid' (the paper's) or 'normalize' (L2, latents on the "
+            "unit sphere; with --uniformity_weight they stay apart).",
+            "choices": ["sigmoid", "normalize"],
+        },
+    )
+    uniformity_weight: float = field(
+        default=0.0, metadata={"help": "Weight of a uniformity term on the batch's item and text latents (paper: 0)."}
+    )
     all_positions: bool = field(
         default=False, metadata={"help": "Train on every position instead of the last item only (paper: last)."}
     )

@@ -136,6 +136,8 @@ def build_aligner(
     latent_size: int = 128,
     alpha: float = 0.5,
     beta: float = 0.5,
+    latent_activation: str = "sigmoid",
+    uniformity_weight: float = 0.0,
 ):
     """The stage-1 model: the (frozen) CF model, the pretrained sentence encoder (fine-tuned in stage 1) and
     freshly initialised autoencoders. Returns `(aligner, text_encoder_tokenizer)`."""
@@ -148,6 +150,8 @@ def build_aligner(
         latent_size=latent_size,
         alpha=alpha,
         beta=beta,
+        latent_activation=latent_activation,
+        uniformity_weight=uniformity_weight,
     )
     aligner = ALLMRecAlignerModel(config)
     aligner.text_encoder = AutoModel.from_pretrained(local)

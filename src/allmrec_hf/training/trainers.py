@@ -207,6 +207,7 @@ class Stage1Trainer(ALLMRecTrainerMixin, Trainer):
         "item_reconstruction_loss",
         "text_reconstruction_loss",
         "recommendation_loss",
+        "uniformity_loss",
     )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
