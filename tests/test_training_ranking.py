@@ -6,6 +6,7 @@ an interrupted run resumes to the same weights, sampled negatives and stage-1 la
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -299,3 +300,41 @@ def test_evaluate_refuses_a_head_given_as_the_other_kind(ranking_run, stage2_run
     with pytest.raises(ValueError, match="not a ranking head"):
         main([*common, "--ranking_model_path", stage2_runs["a-llmrec"].output_dir])
     assert not (tmp_path / "out").exists()
+
+
+# ========================================================================================== 2 processes
+def test_two_cpu_processes_match_one_with_gradient_accumulation(cf_run, tiny_dataset, lm_dir, tmp_path):
+    """DDP over 2 gloo processes with 2 rows each per step == 1 process with 2 rows x 2 accumulation steps: the
+    same seeded row order, the same loss average, the same trained heads; and the validation figures every process
+    computes are the single process's."""
+    from safetensors.torch import load_file
+
+    from allmrec_hf.training.trainers import TRAINABLE_WEIGHTS_NAME
+    from training_helpers import run_two_processes
+
+    def command(output, *extra):
+        args = ranking_command(tiny_dataset, lm_dir("llama"), output, ["--cf_model_path", cf_run.output_dir])
+        args[args.index("--per_device_train_batch_size") + 1] = "2"
+        args[args.index("--num_train_epochs") + 1] = "2"  # 16 rows, 4 a step: 8 steps, evaluated after 4 and 8
+        return [*args, "--lr_scheduler_type", "linear", *extra]
+
+    single = run_example("train_ranking_head", command(tmp_path / "single", "--gradient_accumulation_steps", "2"))
+    assert single.trainer.state.global_step == 8
+    run_two_processes(command(tmp_path / "ddp"), script="examples/train_ranking_head.py")
+    got = load_file(tmp_path / "ddp" / "model.safetensors")
+    expected = {name: value for name, value in single.trainer.model.state_dict().items() if name in got}
+    trained = {name for name, p in single.trainer.model.named_parameters() if p.requires_grad}
+    assert trained and trained <= set(expected)
+    for name in trained:
+        torch.testing.assert_close(got[name].float(), expected[name].float(), rtol=1e-4, atol=1e-5)
+
+    state = json.loads((tmp_path / "ddp" / "checkpoint-8" / "trainer_state.json").read_text())
+    losses = {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
+    assert losses == pytest.approx(single.losses(), rel=1e-4)
+    evals = [entry["eval_ndcg@10"] for entry in state["log_history"] if "eval_ndcg@10" in entry]
+    # (the single run's history also holds the script's last evaluation, of the best epoch reloaded)
+    single_evals = [entry["eval_ndcg@10"] for entry in single.log_history if "eval_ndcg@10" in entry][:2]
+    assert len(evals) == 2 and evals == pytest.approx(single_evals, abs=1e-6)
+    assert set(load_file(tmp_path / "ddp" / "checkpoint-8" / TRAINABLE_WEIGHTS_NAME)) == set(trained)
+    results = json.loads((tmp_path / "ddp" / "all_results.json").read_text())
+    assert results["test_hit@1"] == pytest.approx(single.results["test_hit@1"])

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,7 +12,7 @@ from safetensors.torch import load_file
 
 from allmrec_hf.training.runs import RESULTS_FILE
 from allmrec_hf.training.trainers import TRAINABLE_WEIGHTS_NAME
-from training_helpers import COMMON_ARGS, REPO, InterruptAt, Interrupted, run_example
+from training_helpers import COMMON_ARGS, REPO, InterruptAt, Interrupted, run_example, run_two_processes
 
 # 8 training users in batches of 2: 4 steps an epoch, so 6 steps cross an epoch boundary. The default
 # (length-grouped) sampling, a checkpoint every 2 steps.
@@ -78,12 +75,6 @@ def test_resume_matches_an_uninterrupted_run(stop_at, checkpoint, stage2_command
     assert (results_file.read_bytes(), results_file.stat().st_mtime_ns) == before
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def two_step_args(stage2_command, output_dir) -> list[str]:
     """4 optimizer steps of 2 rows per process, a checkpoint at the end, random (seeded) sampling."""
     args = stage2_command(output_dir)
@@ -99,25 +90,6 @@ def accumulated_single_run(stage2_command, training_root):
     run = run_example("train_stage2", two_step_args(stage2_command, output) + ["--gradient_accumulation_steps", "2"])
     assert run.trainer.state.global_step == 4
     return run, output
-
-
-def run_two_processes(
-    args: list[str],
-    launcher: list[str] | None = None,
-    env: dict | None = None,
-    common_args=COMMON_ARGS,
-    script: str = "examples/train_stage2.py",
-) -> subprocess.CompletedProcess:
-    """`script args` in 2 CPU processes (torchrun, gloo)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"} | (env or {})
-    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    command += ["--master_port", str(free_port())]
-    command += [*(launcher or []), script, *args, *common_args, "--ddp_backend", "gloo"]
-    process = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
-    return process
 
 
 def test_end_distributed_run_tears_the_process_group_down(tmp_path):

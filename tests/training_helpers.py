@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -187,3 +189,28 @@ def files_in(path: str | os.PathLike) -> dict[str, bytes]:
             with open(full, "rb") as fh:
                 out[os.path.relpath(full, path)] = fh.read()
     return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_two_processes(
+    args: list[str],
+    launcher: list[str] | None = None,
+    env: dict | None = None,
+    common_args=COMMON_ARGS,
+    script: str = "examples/train_stage2.py",
+) -> subprocess.CompletedProcess:
+    """`script args` in 2 CPU processes (torchrun, gloo)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"} | (env or {})
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += ["--master_port", str(free_port())]
+    command += [*(launcher or []), script, *args, *common_args, "--ddp_backend", "gloo"]
+    process = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    return process
