@@ -17,18 +17,28 @@ real datasets), with one extra warm-up user run through every mode first and exc
 - `prompt forward only` (diagnostic, no answer at all): embedding the prompt and one LM forward over it, which
   both modes must do; the floor under either mode's latency.
 
+With `--ranking_model_path` (a checkpoint of `examples/train_ranking_head.py`, on the same dataset), two more modes:
+
+- `ranking head, the candidates`: `model.rank_candidates(processor, histories, candidates)`: one LM forward per
+  user over the head's own prompt (history items with output tokens, no candidate list), each candidate scored by
+  a dot product;
+- `ranking head, top 10 of the whole catalog`: `model.recommend(processor, histories, k=10)` from the same one
+  forward (the history left out); its quality is the candidates' (the same scores), its speed its own.
+
 Each mode is timed end to end (processor, model, mapping the output to candidates), per user (one user at a time:
 latency percentiles) and in batches of `--batch_size` users (throughput, users/s). Modes are interleaved user by
 user (and batch by batch) so a change in the machine's load hits all of them alike. Quality: Hit@1 (for generation
 the paper's substring rule, the strict rule and the valid-answer rate; for ranking also Hit@5, NDCG@10 and MRR).
 The naive scorer's log-likelihoods are compared with `score_candidates`'s (max absolute difference).
 
-Target (issue "ranking vs generation"): ranking at least 5 times faster than generation (users/s) at equal or
-better Hit@1.
+Targets: likelihood ranking at least 5 times faster than generation (users/s) at equal or better Hit@1; the
+ranking head at least 20 times faster than generation (issue 19), at equal or better Hit@1.
 
     python benchmarks/ranking_vs_generation.py --model_path outputs/stage2 --dataset_dir outputs/data/ml-100k
     python benchmarks/ranking_vs_generation.py --model_path /tmp/s2 --dataset_dir /tmp/mlout --num_users 30 \
         --output_json ranking_vs_generation.json --profile
+    python benchmarks/ranking_vs_generation.py --model_path outputs/stage2 --dataset_dir outputs/data/ml-100k \
+        --ranking_model_path outputs/ranking_head
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ import numpy as np
 import torch
 
 TARGET_SPEEDUP = 5.0
+TARGET_HEAD_SPEEDUP = 20.0
 GENERATION = "generation"
 NAIVE = "ranking, no prefix cache"
 CACHED_ONE = "ranking, prefix cache, 1 candidate/forward"
@@ -51,6 +62,9 @@ CACHED_ALL = "ranking, prefix cache, all candidates in one token tree"
 PROMPT_ONLY = "prompt forward only (floor)"
 RANKING_MODES = (NAIVE, CACHED_ONE, CACHED_PADDED, CACHED_ALL)
 MODES = (GENERATION, *RANKING_MODES, PROMPT_ONLY)
+HEAD = "ranking head, the candidates"
+HEAD_CATALOG = "ranking head, top 10 of the whole catalog"
+HEAD_MODES = (HEAD, HEAD_CATALOG)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,6 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model_path", required=True, help="a stage-2 checkpoint (examples/train_stage2.py)")
     parser.add_argument("--dataset_dir", required=True, help="its prepared dataset (examples/prepare_data.py)")
     parser.add_argument("--llm", default=None, help="where the LM is (default: the checkpoint's base model)")
+    parser.add_argument(
+        "--ranking_model_path", default=None, help="also time a ranking head (examples/train_ranking_head.py)"
+    )
     parser.add_argument("--scenario", default="test")
     parser.add_argument("--num_users", type=int, default=50, help="measured users (plus one warm-up user)")
     parser.add_argument("--seed", type=int, default=0, help="which users (a seeded sample)")
@@ -106,6 +123,21 @@ def load(args):
     model.check_processor(processor)
     data = PreparedDataset.load(args.dataset_dir)
     return model, processor, data, llm
+
+
+def load_head(args, llm: str):
+    """The ranking head on the same LM weights, dtype and attention as the generation model."""
+    from allmrec_hf import ALLMRecForItemRanking, ALLMRecProcessor
+
+    model = ALLMRecForItemRanking.from_pretrained(
+        args.ranking_model_path,
+        base_model_name_or_path=llm,
+        dtype=getattr(torch, args.dtype),
+        attn_implementation=args.attn_implementation,
+    ).eval()
+    processor = ALLMRecProcessor.from_pretrained(args.ranking_model_path)
+    model.check_processor(processor)
+    return model, processor
 
 
 def select_users(data, scenario: str, num_users: int, seed: int) -> list[dict]:
@@ -158,6 +190,24 @@ def naive_scores(model, batch, candidates_per_forward: int = 1) -> torch.Tensor:
         totals = (log_probs * mask).sum(-1).masked_fill(mask.sum(-1) == 0, float("-inf"))
         scores[:, start:stop] = totals.view(users, k)
     return scores
+
+
+def head_runners(model, processor) -> dict:
+    """The ranking head's modes, each end to end (processor, one LM forward per user, ranking)."""
+
+    def candidates(rows):
+        ranked = model.rank_candidates(processor, [r["history"] for r in rows], [r["candidates"] for r in rows])
+        scores = torch.full((len(rows), max(len(r["candidates"]) for r in rows)), float("-inf"))
+        for row, (entries, r) in enumerate(zip(ranked, rows, strict=True)):
+            for entry in entries:  # back into candidate order
+                scores[row, r["candidates"].index(entry["item"])] = entry["score"]
+        return {"scores": scores, "best": scores.argmax(1).tolist()}
+
+    def whole_catalog(rows):
+        top = model.recommend(processor, [r["history"] for r in rows], k=10)
+        return {"top": [[entry["item"] for entry in entries] for entries in top]}
+
+    return {HEAD: candidates, HEAD_CATALOG: whole_catalog}
 
 
 def make_runners(model, processor, max_new_tokens: int) -> dict:
@@ -296,6 +346,16 @@ def main(argv=None) -> dict:
     max_new_tokens = args.max_new_tokens or max(answer_lengths)
     num_candidates = sorted({len(r["candidates"]) for r in users})
     runners = make_runners(model, processor, max_new_tokens)
+    modes = MODES
+    if args.ranking_model_path:
+        head, head_processor = load_head(args, llm)
+        if head.recommender.num_items != data.num_items:
+            raise ValueError(
+                f"--ranking_model_path {args.ranking_model_path} scores {head.recommender.num_items} items but "
+                f"{args.dataset_dir} has {data.num_items}: give the head trained on this dataset."
+            )
+        runners.update(head_runners(head, head_processor))
+        modes = (*MODES, *HEAD_MODES)
     print(
         f"{len(users)} users of {data.name!r} ({args.scenario}), {'/'.join(map(str, num_candidates))} candidates each; "
         f"LM {llm} ({args.dtype}, {args.attn_implementation} attention), {torch.get_num_threads()} threads; "
@@ -307,11 +367,11 @@ def main(argv=None) -> dict:
         fn([warmup])
 
     # One user at a time (latency), modes interleaved and rotated so none always runs first.
-    latency = {mode: [] for mode in MODES}
-    single = {mode: [] for mode in MODES}
+    latency = {mode: [] for mode in modes}
+    single = {mode: [] for mode in modes}
     for index, row in enumerate(tqdm(users, desc="one user at a time", disable=args.disable_tqdm)):
-        for j in range(len(MODES)):
-            mode = MODES[(index + j) % len(MODES)]
+        for j in range(len(modes)):
+            mode = modes[(index + j) % len(modes)]
             seconds, out = timed(runners[mode], [row])
             latency[mode].append(seconds)
             single[mode].append(out)
@@ -319,9 +379,9 @@ def main(argv=None) -> dict:
 
     # Batches of users (throughput), modes interleaved batch by batch.
     batches = [users[i : i + args.batch_size] for i in range(0, len(users), args.batch_size)]
-    batch_seconds = {mode: 0.0 for mode in MODES}
-    batched = {mode: [] for mode in MODES}
-    in_batches = [m for m in MODES if not (args.skip_naive_batches and m == NAIVE)] if args.batch_size > 1 else []
+    batch_seconds = {mode: 0.0 for mode in modes}
+    batched = {mode: [] for mode in modes}
+    in_batches = [m for m in modes if not (args.skip_naive_batches and m == NAIVE)] if args.batch_size > 1 else []
     for index, chunk in enumerate(
         tqdm(batches if in_batches else [], desc=f"batches of {args.batch_size}", disable=args.disable_tqdm)
     ):
@@ -330,7 +390,7 @@ def main(argv=None) -> dict:
             seconds, out = timed(runners[mode], chunk)
             batch_seconds[mode] += seconds
             batched[mode].append(out)
-    for mode in MODES:
+    for mode in modes:
         if mode in in_batches:
             batched[mode] = merge(batched[mode])
         else:  # throughput from the one-at-a-time pass
@@ -349,7 +409,7 @@ def main(argv=None) -> dict:
         },
         "modes": {},
     }
-    for mode in MODES:
+    for mode in modes:
         entry = {
             "users_per_s": len(users) / batch_seconds[mode],
             "users_per_s_measured_in": f"batches of {args.batch_size}" if mode in in_batches else "one at a time",
@@ -364,7 +424,7 @@ def main(argv=None) -> dict:
             entry["batched_answers_equal_single"] = float(
                 np.mean([a == b for a, b in zip(single[mode]["texts"], batched[mode]["texts"], strict=True)])
             )
-        elif mode in RANKING_MODES:
+        elif mode in RANKING_MODES or mode == HEAD:
             entry["metrics"] = ranking_quality(single[mode]["scores"], users)
             entry["metrics_batched"] = ranking_quality(batched[mode]["scores"], users)
         results["modes"][mode] = entry
@@ -399,7 +459,7 @@ def main(argv=None) -> dict:
             / generation["users_per_s_one_at_a_time"],
             "p50_latency": generation["latency_ms"]["p50"] / results["modes"][mode]["latency_ms"]["p50"],
         }
-        for mode in (*RANKING_MODES, PROMPT_ONLY)
+        for mode in (*RANKING_MODES, PROMPT_ONLY, *(HEAD_MODES if args.ranking_model_path else ()))
     }
     best = max(RANKING_MODES, key=lambda m: results["modes"][m]["users_per_s"])
     speedup = results["speedup_vs_generation"][best]["throughput"]
@@ -419,6 +479,19 @@ def main(argv=None) -> dict:
         # Either mode runs the prompt through the LM: generation / prompt-forward bounds any ranking speed-up.
         "speedup_bound_from_prompt_forward": results["speedup_vs_generation"][PROMPT_ONLY]["throughput"],
     }
+    if args.ranking_model_path:
+        head_speedup = results["speedup_vs_generation"][HEAD]["throughput"]
+        head_hit = results["modes"][HEAD]["metrics"]["hit@1"]
+        results["head_target"] = {
+            "speedup": head_speedup,
+            "speedup_whole_catalog": results["speedup_vs_generation"][HEAD_CATALOG]["throughput"],
+            "required_speedup": TARGET_HEAD_SPEEDUP,
+            "head_hit@1": head_hit,
+            "generation_hit@1_substring": generation_hit,
+            "faster": head_speedup >= TARGET_HEAD_SPEEDUP,
+            "as_good": head_hit >= generation_hit,
+            "met": head_speedup >= TARGET_HEAD_SPEEDUP and head_hit >= generation_hit,
+        }
     print_report(results, args.batch_size)
 
     if args.profile:
@@ -449,7 +522,7 @@ def print_report(results: dict, batch_size: int) -> None:
                 f"{m['hit@1_substring']:.3f} (strict {m['hit@1_strict']:.3f}, valid {m['valid_answer_rate']:.2f}) "
                 "| | | "
             )
-        elif mode in RANKING_MODES:
+        elif m:
             quality = f"{m['hit@1']:.3f} | {m['hit@5']:.3f} | {m['ndcg@10']:.3f} | {m['mrr']:.3f} "
         else:
             quality = "| | | "
@@ -490,6 +563,14 @@ def print_report(results: dict, batch_size: int) -> None:
         f"bound: the prompt forward alone is {t['speedup_bound_from_prompt_forward']:.2f}x faster than generation; "
         "no ranking that runs the prompt through the LM can beat that ratio"
     )
+    if "head_target" in results:
+        h = results["head_target"]
+        print(
+            f"target: the ranking head >= {h['required_speedup']:.0f}x faster than generation at equal or better "
+            f"Hit@1: {h['speedup']:.2f}x on the candidates ({h['speedup_whole_catalog']:.2f}x for the top 10 of the "
+            f"whole catalog), Hit@1 {h['head_hit@1']:.3f} vs {h['generation_hit@1_substring']:.3f} (generation): "
+            f"{'met' if h['met'] else 'not met'}"
+        )
 
 
 if __name__ == "__main__":

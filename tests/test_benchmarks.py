@@ -112,3 +112,41 @@ def test_cf_backbones_compares_each_backbone_with_allmrec_on_the_same_users(
     again = bench.main(argv)  # every stage and evaluation is found finished
     assert again["backbones"] == summary["backbones"]
     assert all(seconds < 1 for stages in again["timing_seconds"].values() for seconds in stages.values())
+
+
+def test_ranking_vs_generation_times_the_ranking_head_on_the_same_users(
+    stage2_runs, cf_run, tiny_dataset, lm_dir, tmp_path
+):
+    """`--ranking_model_path`: the head's two modes run on the same users as the others, its candidate scores are
+    the model's own `rank_candidates`, and its speed-up against generation is reported against the 20x target."""
+    from allmrec_hf import ALLMRecForItemRanking, ALLMRecProcessor
+    from allmrec_hf.data import PreparedDataset
+    from training_helpers import run_example
+
+    head = tmp_path / "head"
+    run_example("train_ranking_head", [
+        "--dataset_dir", tiny_dataset, "--cf_model_path", cf_run.output_dir, "--llm", lm_dir("llama"),
+        "--output_dir", str(head), "--ranking_history_length", "5", "--ranking_hidden_size", "16",
+        "--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--bf16", "false",
+    ])  # fmt: skip
+    bench = benchmark_module("ranking_vs_generation")
+    argv = ["--model_path", stage2_runs["a-llmrec"].output_dir, "--dataset_dir", tiny_dataset]
+    argv += ["--llm", lm_dir("llama"), "--num_users", "4", "--batch_size", "3", "--seed", "1"]
+    argv += ["--dtype", "float32", "--disable_tqdm", "--ranking_model_path", str(head)]
+    results = bench.main(argv)
+    assert set(results["modes"]) == set(bench.MODES) | set(bench.HEAD_MODES)
+    for mode in bench.HEAD_MODES:
+        entry = results["modes"][mode]
+        assert entry["users"] == 4 and entry["users_per_s"] > 0 and entry["latency_ms"]["p50"] > 0
+    metrics = results["modes"][bench.HEAD]["metrics"]
+    assert results["modes"][bench.HEAD]["metrics_batched"] == metrics  # batches rank as one user at a time does
+
+    model = ALLMRecForItemRanking.from_pretrained(head, base_model_name_or_path=lm_dir("llama")).eval()
+    processor = ALLMRecProcessor.from_pretrained(head)
+    data = bench.select_users(PreparedDataset.load(tiny_dataset), "test", 4, 1)[1:]  # the benchmark's users
+    ranked = model.rank_candidates(processor, [r["history"] for r in data], [r["candidates"] for r in data])
+    hits = [entries[0]["item"] == r["target"] for entries, r in zip(ranked, data, strict=True)]
+    assert metrics["hit@1"] == sum(hits) / 4
+    target = results["head_target"]
+    assert target["required_speedup"] == 20 and target["met"] == (target["faster"] and target["as_good"])
+    assert math.isfinite(target["speedup"]) and math.isfinite(target["speedup_whole_catalog"])
