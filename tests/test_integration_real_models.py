@@ -298,9 +298,13 @@ def test_quickstart_smoke_size_on_the_real_models(tmp_path):
     the real path (GGUF-converted SmolLM2, fine-tuned MiniLM, the recbole copy of the data), a handful of users."""
     from training_helpers import example_module
 
-    results = example_module("quickstart").main(
-        ["--size", "smoke", "--output_dir", str(tmp_path), "--disable_tqdm", "true"]
-    )
+    argv = ["--size", "smoke", "--output_dir", str(tmp_path), "--disable_tqdm", "true"]
+    both = example_module("quickstart").main(argv)
+    head = both["ranking_head"]
+    assert list(head["methods"]) == ["SASRec", "Popularity", "A-LLMRec ranking head"]
+    assert 0.0 <= head["results"]["test"]["A-LLMRec ranking head"]["ranking"]["hit@1"] <= 1.0
+    assert (tmp_path / "ranking-head" / "README.md").is_file()
+    results = both["paper"]
     assert results["dataset"] == "ml-100k"
     assert list(results["methods"]) == ["SASRec", "Popularity", "LLM-only", "MLP-LLM", "A-LLMRec"]
     test = results["results"]["test"]
