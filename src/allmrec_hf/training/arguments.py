@@ -174,7 +174,10 @@ class RankingModelArguments:
     item_bias: bool = field(default=True, metadata={"help": "A learned per-item score offset."})
     cf_skip: bool = field(
         default=False,
-        metadata={"help": "The user vector adds a learned linear map of the CF user state (a skip around the LM)."},
+        metadata={
+            "help": "The user vector adds a learned linear map of the CF user state (a skip around the LM). "
+            "Measured worse on ML-100k (test Hit@1 .4624 against .4910 without it): an ablation."
+        },
     )
     no_user_representation: bool = field(
         default=False, metadata={"help": "Ablation: the output token carries no projected CF user state."}
