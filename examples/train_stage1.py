@@ -94,8 +94,10 @@ def main(argv: list[str] | None = None) -> dict:
     results = dict(train_result.metrics)
     if save_trained_model(trainer, aligner, training_args.output_dir):  # every process calls it; the main one writes
         # Whether the items stay apart in the joint latent space stage 2 injects (the paper's sigmoid tends to
-        # collapse), measured on the saved weights (whole, whatever partitioning trained them).
-        diversity = load_aligner(training_args.output_dir).latent_diversity()
+        # collapse), measured on the saved weights, loaded whole by this process alone (under ZeRO-3 a plain
+        # from_pretrained would partition them with collectives the other processes never join: a hang).
+        with models_built_whole(training_args):
+            diversity = load_aligner(training_args.output_dir).latent_diversity()
         results.update({f"latent_{name}": value for name, value in diversity.items()})
         logger.info(
             "Joint latents of the %d catalog items: mean pairwise cosine %.4f (%.4f with the mean removed), "
