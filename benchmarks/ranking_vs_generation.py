@@ -19,9 +19,9 @@ real datasets), with one extra warm-up user run through every mode first and exc
 
 With `--ranking_model_path` (a checkpoint of `examples/train_ranking_head.py`, on the same dataset), two more modes:
 
-- `ranking head, the candidates`: `model.rank_candidates(processor, histories, candidates)`: one LM forward per
-  user over the head's own prompt (history items with output tokens, no candidate list), each candidate scored by
-  a dot product;
+- `ranking head, the candidates`: `model.score_candidates(**processor.ranking_inputs(histories),
+  candidate_ids=...)` (what `model.rank_candidates` sorts): one LM forward per user over the head's own prompt
+  (history items with output tokens, no candidate list), each candidate scored by a dot product;
 - `ranking head, top 10 of the whole catalog`: `model.recommend(processor, histories, k=10)` from the same one
   forward (the history left out); its quality is the candidates' (the same scores), its speed its own.
 
@@ -107,35 +107,29 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # ------------------------------------------------------------------------------------------------ loading
 def load(args):
-    from allmrec_hf import ALLMRecConfig, ALLMRecForConditionalGeneration, ALLMRecProcessor
+    from allmrec_hf import ALLMRecConfig, ALLMRecForConditionalGeneration
     from allmrec_hf.data import PreparedDataset
     from allmrec_hf.offline_models import resolve_model_path
 
     config = ALLMRecConfig.from_pretrained(args.model_path)
     llm = resolve_model_path(args.llm or config.base_model_name_or_path)
-    model = ALLMRecForConditionalGeneration.from_pretrained(
-        args.model_path,
-        base_model_name_or_path=llm,
-        dtype=getattr(torch, args.dtype),
-        attn_implementation=args.attn_implementation,
-    ).eval()
-    processor = ALLMRecProcessor.from_pretrained(args.model_path)
-    model.check_processor(processor)
+    model, processor = load_checkpoint(ALLMRecForConditionalGeneration, args.model_path, llm, args)
     data = PreparedDataset.load(args.dataset_dir)
     return model, processor, data, llm
 
 
-def load_head(args, llm: str):
-    """The ranking head on the same LM weights, dtype and attention as the generation model."""
-    from allmrec_hf import ALLMRecForItemRanking, ALLMRecProcessor
+def load_checkpoint(model_class, path: str, llm: str, args):
+    """A checkpoint of `model_class` and its processor, on the LM weights `llm` with the benchmark's dtype and
+    attention (the generation model and the ranking head run on the same ones)."""
+    from allmrec_hf import ALLMRecProcessor
 
-    model = ALLMRecForItemRanking.from_pretrained(
-        args.ranking_model_path,
+    model = model_class.from_pretrained(
+        path,
         base_model_name_or_path=llm,
         dtype=getattr(torch, args.dtype),
         attn_implementation=args.attn_implementation,
     ).eval()
-    processor = ALLMRecProcessor.from_pretrained(args.ranking_model_path)
+    processor = ALLMRecProcessor.from_pretrained(path)
     model.check_processor(processor)
     return model, processor
 
@@ -195,13 +189,10 @@ def naive_scores(model, batch, candidates_per_forward: int = 1) -> torch.Tensor:
 def head_runners(model, processor) -> dict:
     """The ranking head's modes, each end to end (processor, one LM forward per user, ranking)."""
 
-    def candidates(rows):
-        ranked = model.rank_candidates(processor, [r["history"] for r in rows], [r["candidates"] for r in rows])
-        scores = torch.full((len(rows), max(len(r["candidates"]) for r in rows)), float("-inf"))
-        for row, (entries, r) in enumerate(zip(ranked, rows, strict=True)):
-            for entry in entries:  # back into candidate order
-                scores[row, r["candidates"].index(entry["item"])] = entry["score"]
-        return {"scores": scores, "best": scores.argmax(1).tolist()}
+    def candidates(rows):  # the scores `rank_candidates` sorts, kept in candidate order for the metrics
+        batch = processor.ranking_inputs([r["history"] for r in rows])
+        scores = model.score_candidates(**batch, candidate_ids=torch.tensor([r["candidates"] for r in rows]))
+        return {"scores": scores.float().cpu(), "best": scores.argmax(1).tolist()}
 
     def whole_catalog(rows):
         top = model.recommend(processor, [r["history"] for r in rows], k=10)
@@ -348,7 +339,9 @@ def main(argv=None) -> dict:
     runners = make_runners(model, processor, max_new_tokens)
     modes = MODES
     if args.ranking_model_path:
-        head, head_processor = load_head(args, llm)
+        from allmrec_hf import ALLMRecForItemRanking
+
+        head, head_processor = load_checkpoint(ALLMRecForItemRanking, args.ranking_model_path, llm, args)
         if head.recommender.num_items != data.num_items:
             raise ValueError(
                 f"--ranking_model_path {args.ranking_model_path} scores {head.recommender.num_items} items but "

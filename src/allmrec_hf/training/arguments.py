@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
+from ..configuration_allmrec import LATENT_ACTIVATIONS
+
 
 def bf16_available() -> bool:
     """bf16 autocast pays off on GPUs that support it; on CPUs it is opt-in (`--bf16 true`)."""
@@ -75,7 +77,7 @@ class Stage1ModelArguments:
         metadata={
             "help": "How the item and text encoders end: 'sigmoid' (the paper's) or 'normalize' (L2, latents on the "
             "unit sphere; with --uniformity_weight they stay apart).",
-            "choices": ["sigmoid", "normalize"],
+            "choices": list(LATENT_ACTIVATIONS),
         },
     )
     uniformity_weight: float = field(
