@@ -75,6 +75,44 @@ def test_resume_matches_an_uninterrupted_run(stop_at, checkpoint, stage2_command
     assert (results_file.read_bytes(), results_file.stat().st_mtime_ns) == before
 
 
+def test_resume_skips_a_checkpoint_cut_short_while_saving(stage2_command, uninterrupted, tmp_path, caplog):
+    """A kill while the Trainer writes `checkpoint-N` leaves it without `trainer_state.json` (and with a 0-byte
+    `rng_state.pth`): the same command again resumes from the newest complete checkpoint, says it skipped the
+    broken one, and ends where an uninterrupted run does."""
+    import shutil
+
+    output = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        run_example("train_stage2", stage2_command(output), callbacks=[InterruptAt(5)])
+    broken = output / "checkpoint-4"
+    (broken / "trainer_state.json").unlink()
+    (broken / "rng_state.pth").write_bytes(b"")
+    shutil.copytree(broken, output / "checkpoint-5")  # a later one, just as broken
+
+    with caplog.at_level("WARNING", logger="allmrec_hf"):
+        resumed = run_example("train_stage2", stage2_command(output))
+    skipped = [r.getMessage() for r in caplog.records if "incomplete" in r.getMessage()]
+    assert len(skipped) == 2 and "checkpoint-5" in skipped[0] and "checkpoint-4" in skipped[1]
+    assert resumed.trainer.state.global_step == 6
+    got, expected = projector_weights(resumed.trainer.model), projector_weights(uninterrupted.trainer.model)
+    assert all(torch.equal(got[name], expected[name]) for name in expected)
+
+
+def test_resume_from_an_incomplete_checkpoint_given_by_name_is_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from allmrec_hf.training.runs import checkpoint_to_resume
+
+    broken = tmp_path / "checkpoint-4"
+    broken.mkdir()
+    (broken / "trainer_state.json").write_text('{"global_step": 4,')  # cut short mid-write
+    args = SimpleNamespace(resume_from_checkpoint=str(broken), output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="checkpoint-4 is incomplete"):
+        checkpoint_to_resume(args, overwrite=False)
+    args.resume_from_checkpoint = None
+    assert checkpoint_to_resume(args, overwrite=False) is None  # nothing complete to resume from: start over
+
+
 def two_step_args(stage2_command, output_dir) -> list[str]:
     """4 optimizer steps of 2 rows per process, a checkpoint at the end, random (seeded) sampling."""
     args = stage2_command(output_dir)

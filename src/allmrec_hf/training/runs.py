@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ import numpy as np
 import pyarrow.compute as pc
 import transformers
 from transformers import HfArgumentParser
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
 
 from ..data import PreparedDataset
 from .trainers import write_json
@@ -24,6 +25,7 @@ from .trainers import write_json
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "all_results.json"
+_CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 
 
 @dataclass
@@ -67,13 +69,50 @@ def finished_results(output_dir: str, overwrite: bool) -> dict | None:
     return results
 
 
+def checkpoint_is_complete(path: str) -> bool:
+    """Whether a `checkpoint-N` folder was written to the end: the Trainer writes `trainer_state.json` after the
+    weights, optimizer, scheduler and RNG state, so a readable one means nothing before it was cut short."""
+    try:
+        with open(os.path.join(path, TRAINER_STATE_NAME), encoding="utf-8") as fh:
+            json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest `checkpoint-N` in `output_dir` that was written to the end; newer ones a kill cut short are
+    skipped with a warning naming them (they are left in place, and the resumed run writes over them)."""
+    steps = {}
+    for name in os.listdir(output_dir):
+        match = _CHECKPOINT_NAME.fullmatch(name)
+        if match and os.path.isdir(os.path.join(output_dir, name)):
+            steps[int(match.group(1))] = os.path.join(output_dir, name)
+    for step in sorted(steps, reverse=True):
+        if checkpoint_is_complete(steps[step]):
+            return steps[step]
+        logger.warning(
+            "Skipping %s: it is incomplete (no readable %s; the run was stopped while saving it).",
+            steps[step],
+            TRAINER_STATE_NAME,
+        )
+    return None
+
+
 def checkpoint_to_resume(training_args, overwrite: bool) -> str | None:
-    """`--resume_from_checkpoint` if given, else the last `checkpoint-*` in output_dir (an interrupted run)."""
+    """`--resume_from_checkpoint` if given, else the newest complete `checkpoint-*` in output_dir (an interrupted
+    run; incomplete ones are skipped)."""
     if training_args.resume_from_checkpoint:
-        return training_args.resume_from_checkpoint
+        path = training_args.resume_from_checkpoint
+        if os.path.isdir(path) and not checkpoint_is_complete(path):
+            raise ValueError(
+                f"--resume_from_checkpoint {path} is incomplete (no readable {TRAINER_STATE_NAME}): the run was "
+                "stopped while saving it; pass an earlier checkpoint."
+            )
+        return path
     if overwrite or not os.path.isdir(training_args.output_dir):
         return None
-    last = get_last_checkpoint(training_args.output_dir)
+    last = last_complete_checkpoint(training_args.output_dir)
     if last is not None:
         logger.info("Resuming the interrupted run from %s.", last)
     return last
