@@ -30,6 +30,7 @@ import os
 from dataclasses import dataclass, field
 
 from allmrec_hf.data import PreparationConfig, prepare_dataset
+from allmrec_hf.data.prepared import check_output_dir
 from allmrec_hf.data.readers import READER_FORMATS, read_log
 from allmrec_hf.training.runs import parse_arguments
 
@@ -78,8 +79,10 @@ def main(argv: list[str] | None = None) -> str:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
 
     output_dir = os.path.abspath(inputs.output_dir)
-    if os.path.isdir(output_dir) and os.listdir(output_dir) and not inputs.overwrite_output_dir:
-        raise SystemExit(f"{output_dir} already exists; pass --overwrite_output_dir to replace it.")
+    try:  # refused before the log is read: a file, a folder that is not a prepared dataset, no --overwrite
+        check_output_dir(output_dir, inputs.overwrite_output_dir)
+    except FileExistsError as err:
+        raise SystemExit(str(err).replace("overwrite=True", "--overwrite_output_dir")) from None
     if config.name is None:
         config.name = config.preset or inputs.format
     if config.preset is None and inputs.format == "ml-100k":

@@ -385,12 +385,12 @@ def test_saved_folder_is_readable_by_others(data, tmp_path):
 def test_save_refuses_to_overwrite_unless_asked(data, cold_data, tmp_path):
     target = tmp_path / "out"
     data.save(target)
-    with pytest.raises(FileExistsError, match="already exists; pass overwrite=True"):
+    with pytest.raises(FileExistsError, match="already holds a prepared dataset; pass overwrite=True"):
         cold_data.save(target)
     assert_same(PreparedDataset.load(target), data)
     (tmp_path / "file").write_text("x")
-    with pytest.raises(FileExistsError):
-        data.save(tmp_path / "file")
+    with pytest.raises(FileExistsError, match="file is a file, not a folder"):
+        data.save(tmp_path / "file", overwrite=True)
     cold_data.save(target, overwrite=True)
     loaded = PreparedDataset.load(target)
     assert_same(loaded, cold_data)
@@ -399,6 +399,47 @@ def test_save_refuses_to_overwrite_unless_asked(data, cold_data, tmp_path):
     (tmp_path / "empty").mkdir()
     data.save(tmp_path / "empty")  # an existing empty folder is fine
     assert_same(PreparedDataset.load(tmp_path / "empty"), data)
+
+
+def test_overwrite_replaces_only_a_prepared_dataset(data, tmp_path):
+    """`overwrite=True` pointed by a slip at a folder of checkpoints must not delete them."""
+    outputs = tmp_path / "outputs"
+    (outputs / "checkpoint-40").mkdir(parents=True)
+    (outputs / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(
+        FileExistsError,
+        match=r"outputs is not a prepared dataset \(it holds checkpoint-40, "
+        r"model.safetensors; no prepared_dataset.json\): refusing to replace it",
+    ):
+        data.save(outputs, overwrite=True)
+    assert sorted(os.listdir(outputs)) == ["checkpoint-40", "model.safetensors"]
+    assert sorted(os.listdir(tmp_path)) == ["outputs"]
+
+
+def test_save_cleans_up_after_a_save_killed_midway(data, cold_data, tmp_path, caplog):
+    """A kill during `save` leaves `.NAME.tmp-*` staging folders: the next save removes them and says so."""
+    (tmp_path / ".out.tmp-abc" / "splits").mkdir(parents=True)
+    (tmp_path / ".out.tmp-def").mkdir()
+    with caplog.at_level("WARNING", logger="allmrec_hf"):
+        data.save(tmp_path / "out")
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    assert sum("left by a save of" in r.getMessage() for r in caplog.records) == 2
+
+
+@pytest.mark.parametrize("then", ["save", "load"])
+def test_a_kill_between_the_two_renames_is_recovered(data, cold_data, tmp_path, caplog, then):
+    """A kill after the old dataset was moved aside and before the new one moved in leaves the output missing,
+    the old copy only under `.NAME.old-*`: the next save or load puts it back and says so."""
+    data.save(tmp_path / "out")
+    (tmp_path / ".out.old-xyz").mkdir()
+    os.rename(tmp_path / "out", tmp_path / ".out.old-xyz" / "data")
+    with caplog.at_level("WARNING", logger="allmrec_hf"):
+        if then == "save":
+            with pytest.raises(FileExistsError, match="already holds a prepared dataset"):
+                cold_data.save(tmp_path / "out")  # the recovered copy is not replaced without overwrite=True
+        assert_same(PreparedDataset.load(tmp_path / "out"), data)
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    assert any("Recovered" in r.getMessage() and ".out.old-xyz" in r.getMessage() for r in caplog.records)
 
 
 def _fail(*args, **kwargs):
@@ -523,12 +564,30 @@ def test_example_refuses_an_existing_output_dir(tmp_path):
     args = example_args(log_path, item_path, out)
     example.main(args)
     before = PreparedDataset.load(out)
-    with pytest.raises(SystemExit, match=r"out already exists; pass --overwrite_output_dir to replace it"):
+    with pytest.raises(SystemExit, match=r"out already holds a prepared dataset; pass --overwrite_output_dir"):
         example.main(example_args(log_path, item_path, out, "--seed", "9"))
     assert_same(PreparedDataset.load(out), before)
     example.main(example_args(log_path, item_path, out, "--seed", "9", "--overwrite_output_dir"))
     assert PreparedDataset.load(out).metadata["config"]["seed"] == 9
     assert sorted(os.listdir(tmp_path)) == ["items.csv", "log.csv", "out"]
+
+
+@pytest.mark.parametrize("target", ["checkpoints", "file"])
+def test_example_refuses_an_output_dir_it_must_not_replace_before_reading_the_log(tmp_path, target):
+    example = load_example()
+    out = tmp_path / target
+    if target == "file":
+        out.write_text("notes")
+        expected = "is a file, not a folder"
+    else:
+        (out / "checkpoint-40").mkdir(parents=True)
+        expected = r"is not a prepared dataset \(it holds checkpoint-40; no prepared_dataset.json\)"
+    missing_log = tmp_path / "missing.csv"  # never read: the refusal comes first
+    args = ["--format", "csv", "--input_path", str(missing_log), "--output_dir", str(out), "--overwrite_output_dir"]
+    with pytest.raises(SystemExit, match=expected):
+        example.main(args)
+    assert sorted(os.listdir(tmp_path)) == [target]
+    assert out.is_file() if target == "file" else os.listdir(out) == ["checkpoint-40"]
 
 
 def test_example_rejects_two_item_files(tmp_path):

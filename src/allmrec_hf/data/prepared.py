@@ -252,11 +252,11 @@ class PreparedDataset:
     def save(self, directory: str | os.PathLike, overwrite: bool = False) -> str:
         """Write everything into `directory` atomically: it is built in a temporary sibling folder and renamed
         into place only when complete, so a failure leaves no half-written dataset. An existing non-empty
-        `directory` is an error unless `overwrite=True`."""
+        `directory` is an error unless `overwrite=True`, and even then only a prepared dataset is replaced (any
+        other folder is refused, naming what it holds). What an earlier save killed midway left behind is cleaned
+        up or recovered first (`recover_interrupted_save`)."""
         directory = os.path.abspath(os.fspath(directory))
-        if os.path.exists(directory) and not (os.path.isdir(directory) and not os.listdir(directory)):
-            if not overwrite:
-                raise FileExistsError(f"{directory} already exists; pass overwrite=True to replace it.")
+        check_output_dir(directory, overwrite)
         parent = os.path.dirname(directory)
         os.makedirs(parent, exist_ok=True)
         staging = tempfile.mkdtemp(prefix=f".{os.path.basename(directory)}.tmp-", dir=parent)
@@ -286,6 +286,8 @@ class PreparedDataset:
     def load(cls, directory: str | os.PathLike) -> PreparedDataset:
         """Load a folder written by `save` (or `examples/prepare_data.py`)."""
         directory = os.fspath(directory)
+        if not os.path.exists(directory):
+            recover_interrupted_save(directory)
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"No prepared dataset at {directory}: the folder does not exist.")
         needed = (METADATA_FILE, ID_MAPS_FILE, SCENARIOS_FILE, CATALOG_FILE_NAME, SPLITS_DIR)
@@ -306,6 +308,59 @@ class PreparedDataset:
         user_ids = _read_json(os.path.join(directory, ID_MAPS_FILE))["users"]
         scenarios = _read_json(os.path.join(directory, SCENARIOS_FILE))
         return cls(splits, catalog, user_ids, metadata, scenarios)
+
+
+def _leftovers(directory: str, kind: str) -> list[str]:
+    parent, name = os.path.split(directory)
+    if not os.path.isdir(parent):
+        return []
+    prefix = f".{name}.{kind}-"
+    return sorted(os.path.join(parent, entry) for entry in os.listdir(parent) if entry.startswith(prefix))
+
+
+def recover_interrupted_save(directory: str | os.PathLike) -> None:
+    """Undo what a `PreparedDataset.save` killed midway left beside `directory`, and say so: staging folders
+    (`.NAME.tmp-*`) are removed; a retired copy (`.NAME.old-*`, from a kill between replacing the old dataset
+    and moving the new one in) is moved back when `directory` is missing, else removed."""
+    directory = os.path.abspath(os.fspath(directory))
+    for staging in _leftovers(directory, "tmp"):
+        logger.warning("Removing %s, left by a save of %s that was interrupted.", staging, directory)
+        shutil.rmtree(staging, ignore_errors=True)
+    for retired in _leftovers(directory, "old"):
+        kept = os.path.join(retired, "data")
+        if not os.path.exists(directory) and os.path.isfile(os.path.join(kept, METADATA_FILE)):
+            os.rename(kept, directory)
+            logger.warning(
+                "Recovered %s from %s: a save that was replacing it was interrupted before the new copy was in "
+                "place.",
+                directory,
+                retired,
+            )
+        else:
+            logger.warning("Removing %s, the old copy of %s kept by an interrupted save.", retired, directory)
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def check_output_dir(directory: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse, before any work, an output folder a prepared dataset must not be written to: a regular file, a
+    non-empty folder without `overwrite`, or (even with `overwrite`) a non-empty folder that does not hold a
+    prepared dataset, since replacing it would delete whatever it holds. Cleans up after an interrupted save
+    first."""
+    directory = os.path.abspath(os.fspath(directory))
+    recover_interrupted_save(directory)
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise FileExistsError(f"{directory} is a file, not a folder; choose another output folder.")
+    if not os.path.isdir(directory) or not os.listdir(directory):
+        return
+    if not os.path.isfile(os.path.join(directory, METADATA_FILE)):
+        entries = sorted(os.listdir(directory))
+        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+        raise FileExistsError(
+            f"{directory} is not a prepared dataset (it holds {shown}; no {METADATA_FILE}): refusing to replace "
+            "it; choose another output folder."
+        )
+    if not overwrite:
+        raise FileExistsError(f"{directory} already holds a prepared dataset; pass overwrite=True to replace it.")
 
 
 def _write_json(path: str, payload: Any) -> None:
