@@ -331,8 +331,7 @@ def recover_interrupted_save(directory: str | os.PathLike) -> None:
         if not os.path.exists(directory) and os.path.isfile(os.path.join(kept, METADATA_FILE)):
             os.rename(kept, directory)
             logger.warning(
-                "Recovered %s from %s: a save that was replacing it was interrupted before the new copy was in "
-                "place.",
+                "Recovered %s from %s: a save that was replacing it was interrupted before the new copy was in place.",
                 directory,
                 retired,
             )
