@@ -66,6 +66,7 @@ from allmrec_hf.evaluation.report import markdown_report, plot_results
 from allmrec_hf.model_card import CF_NAMES, finite_values, update_model_cards
 from allmrec_hf.offline_models import resolve_model_path
 from allmrec_hf.training.builders import CF_MODEL_TYPES, check_catalog, checkpoint_model_type, load_cf_model
+from allmrec_hf.training.runs import run_script
 
 logger = logging.getLogger("evaluate")
 
@@ -491,4 +492,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

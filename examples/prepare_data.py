@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from allmrec_hf.data import PreparationConfig, prepare_dataset
 from allmrec_hf.data.prepared import check_output_dir
 from allmrec_hf.data.readers import READER_FORMATS, read_log
-from allmrec_hf.training.runs import parse_arguments
+from allmrec_hf.training.runs import parse_arguments, run_script
 
 logger = logging.getLogger("prepare_data")
 
@@ -67,6 +67,21 @@ def _reader_kwargs(args: InputArguments) -> dict:
                 kwargs[name] = json.loads(value)
             except json.JSONDecodeError as err:
                 raise SystemExit(f"--{name.replace('columns', 'column_mapping')} is not valid JSON: {err}") from None
+    key = str(args.format).strip().lower()
+    if args.meta_path and not args.item_path and not key.startswith("amazon"):
+        raise SystemExit(
+            f"--meta_path is for the Amazon formats; format {args.format!r} takes none"
+            + (
+                " (its item table goes in --item_path)."
+                if key in ("csv", "parquet")
+                else " (it finds its item files itself)."
+            )
+        )
+    if args.item_path and key not in ("csv", "parquet"):
+        raise SystemExit(
+            f"--item_path is for csv/parquet input; format {args.format!r} finds its item files itself "
+            "(Amazon formats take --meta_path)."
+        )
     if args.item_path:  # read_log takes the item table of csv/parquet input as meta_path
         if args.meta_path:
             raise SystemExit("Give --meta_path (Amazon metadata) or --item_path (csv/parquet items), not both.")
@@ -103,4 +118,4 @@ def main(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 
 from allmrec_hf.hub import DEFAULT_COMMIT_MESSAGE, prepare_upload, push_to_hub
-from allmrec_hf.training.runs import parse_arguments
+from allmrec_hf.training.runs import parse_arguments, run_script
 
 logger = logging.getLogger("push_to_hub")
 
@@ -63,4 +63,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

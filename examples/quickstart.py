@@ -313,4 +313,6 @@ def _evaluate(args: QuickstartArguments, commands: dict, name: str, folder: Path
 
 
 if __name__ == "__main__":
-    main()
+    from allmrec_hf.training.runs import run_script
+
+    run_script(main)

@@ -32,6 +32,7 @@ from allmrec_hf.training.runs import (
     finished_results,
     models_built_whole,
     parse_arguments,
+    run_script,
     save_trained_model,
     setup_logging,
     training_rows,
@@ -124,5 +125,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
     end_distributed_run()

@@ -26,7 +26,15 @@ from .candidates import (
     rng_for,
 )
 from .log import DataPreparationError, InteractionLog
-from .preprocess import EncodedLog, encode_log, format_statistics_table, resolve_filters
+from .preprocess import (
+    KCORE_MODES,
+    MISSING_TITLE_POLICIES,
+    EncodedLog,
+    encode_log,
+    format_statistics_table,
+    get_preset,
+    resolve_filters,
+)
 from .splits import leave_one_out
 
 logger = logging.getLogger(__name__)
@@ -82,12 +90,36 @@ class PreparationConfig:
     few_shot_users: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        # Every setting is checked here, when the config is made (the script: while parsing its arguments),
+        # so a bad one is refused before any log is read. DataPreparationError is a ValueError.
+        def refuse(message: str) -> None:
+            raise DataPreparationError(message)
+
         if self.negative_sampling not in NEGATIVE_SAMPLING:
-            raise ValueError(f"negative_sampling must be one of {NEGATIVE_SAMPLING}, got {self.negative_sampling!r}")
+            refuse(f"negative_sampling must be one of {NEGATIVE_SAMPLING}, got {self.negative_sampling!r}")
         if self.num_negatives < 0:
-            raise ValueError(f"num_negatives must be >= 0, got {self.num_negatives}")
+            refuse(f"num_negatives must be >= 0, got {self.num_negatives}")
         if self.negative_sampling != "none" and self.num_negatives == 0:
-            raise ValueError("num_negatives=0 gives candidate sets of the target alone; use negative_sampling='none'")
+            refuse("num_negatives=0 gives candidate sets of the target alone; use negative_sampling='none'")
+        if self.kcore is not None and self.kcore not in KCORE_MODES:
+            refuse(f"kcore must be one of {KCORE_MODES}, got {self.kcore!r}")
+        if self.missing_title not in MISSING_TITLE_POLICIES:
+            refuse(f"missing_title must be one of {MISSING_TITLE_POLICIES}, got {self.missing_title!r}")
+        if not 0 < self.item_group_fraction <= 0.5:
+            refuse(f"item_group_fraction must be in (0, 0.5], got {self.item_group_fraction}")
+        for name in ("min_interactions", "min_user_interactions", "min_item_interactions"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                refuse(f"{name} must be >= 0, got {value}")
+        if self.cold_user_interactions < 1:
+            refuse(f"cold_user_interactions must be >= 1, got {self.cold_user_interactions}")
+        if any(k < 1 for k in self.few_shot_users):
+            refuse(f"few_shot_users must be positive user counts, got {self.few_shot_users}")
+        if self.preset is not None:
+            try:
+                get_preset(self.preset)
+            except ValueError as err:
+                refuse(str(err))
 
 
 class PreparedDataset:

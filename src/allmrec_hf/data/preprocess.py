@@ -277,6 +277,11 @@ def encode_log(
     if log.num_interactions == 0:
         raise DataPreparationError(f"The interaction log read from {log.source or 'the input'} is empty.")
     work = _Working(log)
+    if min_rating is not None and np.isnan(work.ratings).all():
+        raise DataPreparationError(
+            f"min_rating={min_rating:g} was asked for, but the log read from {log.source or 'the input'} has no "
+            "ratings; leave min_rating out (or use a preset without one)."
+        )
     if min_rating is not None:
         work.apply(f"rating >= {min_rating:g}", work.keep & (work.ratings >= min_rating))
     if deduplicate:  # among the interactions still kept (a pair's earliest one may be gone with the rating filter)

@@ -36,6 +36,47 @@ class OutputArguments:
     )
 
 
+TRACEBACK_ENV_VAR = "ALLMREC_HF_TRACEBACK"
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that report bad input (a file, a field, an id, a folder) rather than a bug: the scripts print
+    their message as one line instead of a traceback."""
+    from ..data.log import DataFormatError, DataPreparationError
+    from ..offline_models import OfflineModelUnavailableError
+
+    return (
+        DataFormatError,
+        DataPreparationError,
+        OfflineModelUnavailableError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        IsADirectoryError,
+        UnicodeDecodeError,
+    )
+
+
+def run_script(main, argv: list[str] | None = None):
+    """Run a script's `main` as a command: a user error (`user_error_types`, or `SystemExit` with a message) is
+    one line on stderr, `<script>: error: <message>`, and exit status 2, like argparse's own; anything else is a
+    bug and keeps its traceback. `ALLMREC_HF_TRACEBACK=1` shows the traceback of user errors too."""
+    prog = os.path.basename(sys.argv[0]) or "allmrec_hf"
+    try:
+        return main(argv) if argv is not None else main()
+    except SystemExit as err:
+        if isinstance(err.code, str):
+            print(f"{prog}: error: {err.code}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
+    except user_error_types() as err:
+        if os.environ.get(TRACEBACK_ENV_VAR, "").strip().upper() in {"1", "TRUE", "YES", "ON"}:
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def parse_arguments(dataclass_types: tuple, argv: list[str] | None = None) -> tuple:
     """Parse the command line (or `argv`), or a single JSON file holding every argument."""
     parser = HfArgumentParser(dataclass_types)

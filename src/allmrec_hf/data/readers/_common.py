@@ -243,6 +243,8 @@ def _timestamp_column(column: pa.ChunkedArray, loc: _Locator, field: str, notes:
     """Timestamps as int64: integers as they are, whole floats cast, dates and date/time strings (ISO 8601
     first, then any format pandas recognises) as seconds since 1970-01-01 UTC. Missing or unparsable ones
     raise, naming the row's line."""
+    if len(column) == 0:
+        raise DataFormatError("the file has no rows (a header and nothing else)", path=loc.path)
     bad = _first_true(pc.is_null(column))
     if bad is not None:
         raise loc.error(bad, "missing timestamp", field)
