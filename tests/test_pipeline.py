@@ -75,3 +75,19 @@ def test_round_trip_through_a_saved_checkpoint(model, processor, tmp_path):
         device="cpu",
     )
     assert loaded([1, 2], k=3) == expected
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.5, "3", True])
+@pytest.mark.parametrize("candidates", [None, [5, 6, 7]], ids=["catalog", "candidates"])
+def test_one_rule_for_k_with_or_without_candidates(recommender, k, candidates):
+    """k=0 gave [] with candidates and raised without; k=2.5 gave a raw TypeError: now one named refusal."""
+    with pytest.raises(ValueError, match=rf"k must be a positive integer \(how many items to return\), got {k!r}"):
+        recommender([1, 2], k=k, candidates=candidates)
+
+
+def test_a_single_title_is_a_one_item_history_not_its_characters(recommender, processor):
+    title = processor.catalog.title(3)
+    assert recommender(title, k=2) == recommender([title], k=2) == recommender([3], k=2)
+    assert recommender(3, k=2) == recommender([3], k=2)
+    with pytest.raises(ValueError, match="candidates must be a list of items"):
+        recommender([1], candidates=processor.catalog.title(4))

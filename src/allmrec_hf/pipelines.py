@@ -54,6 +54,11 @@ class NextItemRecommendationPipeline(Pipeline):
                 "num_retrieved and reduction do not apply to a ranking head: it scores the whole catalog itself, "
                 "with no CF pre-retrieval and no title likelihood."
             )
+        for name, value in (("k", k), ("num_retrieved", num_retrieved)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer (how many items to return), got {value!r}.")
+        if isinstance(candidates, str):
+            raise ValueError(f"candidates must be a list of items (indices or titles), got the string {candidates!r}.")
         preprocess = {} if candidates is None else {"candidates": candidates}
         forward = {
             key: value
@@ -63,6 +68,8 @@ class NextItemRecommendationPipeline(Pipeline):
         return preprocess, forward, {}
 
     def __call__(self, histories, **kwargs):
+        if isinstance(histories, (str, int)):  # one item: a one-item history (a string is not split in characters)
+            histories = [histories]
         single = not histories or not isinstance(histories[0], (list, tuple))
         results = super().__call__([list(histories)] if single else [list(h) for h in histories], **kwargs)
         return results[0] if single else results
