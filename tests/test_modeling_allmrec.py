@@ -890,3 +890,15 @@ def test_offline_from_pretrained_loads_a_default_lm_from_its_local_copy(processo
     monkeypatch.setattr(huggingface_hub, "is_offline_mode", lambda: False)  # online: the Hub id, unchanged
     with pytest.raises(OSError):
         ALLMRecForConditionalGeneration.from_pretrained(tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
+def test_non_integer_cf_input_ids_are_refused_by_name(processor, dtype):
+    """Float ids gave a RuntimeError from inside nn.Embedding; now the model names the input and its dtype."""
+    model = build_model("llama", processor)
+    batch = processor(histories=HISTORIES, candidates=CANDIDATES)
+    batch["cf_input_ids"] = batch["cf_input_ids"].to(dtype)
+    with pytest.raises(
+        ValueError, match=rf"history item ids must be integer item indices \(torch.long\), got a {dtype}"
+    ):
+        model.score_candidates(**batch)

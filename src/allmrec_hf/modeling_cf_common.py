@@ -24,7 +24,10 @@ from transformers.utils import ModelOutput
 
 
 def check_item_ids(item_ids: torch.Tensor, num_items: int, what: str = "item id") -> None:
-    """Raise `ValueError` naming the first id outside `[0, num_items]` (0 is padding)."""
+    """Raise `ValueError` when ids are not integers, or naming the first id outside `[0, num_items]` (0 is
+    padding)."""
+    if item_ids.dtype.is_floating_point or item_ids.dtype.is_complex or item_ids.dtype == torch.bool:
+        raise ValueError(f"{what}s must be integer item indices (torch.long), got a {item_ids.dtype} tensor.")
     bad = (item_ids < 0) | (item_ids > num_items)
     if bool(bad.any()):
         value = int(item_ids[bad][0])
