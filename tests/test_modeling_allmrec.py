@@ -902,3 +902,14 @@ def test_non_integer_cf_input_ids_are_refused_by_name(processor, dtype):
         ValueError, match=rf"history item ids must be integer item indices \(torch.long\), got a {dtype}"
     ):
         model.score_candidates(**batch)
+
+
+@pytest.mark.parametrize("head", ["generation", "ranking"])
+def test_a_folder_without_config_json_is_not_a_checkpoint(tmp_path, head):
+    """It built a default config and then asked for base_model_name_or_path; now it says what is wrong."""
+    from allmrec_hf import ALLMRecForItemRanking
+
+    model_class = ALLMRecForItemRanking if head == "ranking" else ALLMRecForConditionalGeneration
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=r"is not a checkpoint: it has no config.json"):
+        model_class.from_pretrained(tmp_path)

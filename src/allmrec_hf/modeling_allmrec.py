@@ -1063,6 +1063,9 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         revision = kwargs.pop("revision", None)
         hub_kwargs = {key: kwargs[key] for key in HUB_KWARGS if key in kwargs}
         if not isinstance(config, ALLMRecConfig):
+            folder = os.fspath(pretrained_model_name_or_path)
+            if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, "config.json")):
+                raise FileNotFoundError(f"{folder} is not a checkpoint: it has no config.json.")
             values, _ = cls.config_class.get_config_dict(pretrained_model_name_or_path, revision=revision, **hub_kwargs)
             check_head_kind(cls, values.get("model_type"), pretrained_model_name_or_path)
             config = cls.config_class.from_pretrained(pretrained_model_name_or_path, revision=revision, **hub_kwargs)
