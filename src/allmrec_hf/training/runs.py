@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 
@@ -18,6 +17,7 @@ import pyarrow.compute as pc
 import transformers
 from transformers import HfArgumentParser
 from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import sort_checkpoints
 
 from ..data import PreparedDataset
 from .trainers import write_json
@@ -25,7 +25,6 @@ from .trainers import write_json
 logger = logging.getLogger(__name__)
 
 RESULTS_FILE = "all_results.json"
-_CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 
 
 @dataclass
@@ -124,17 +123,12 @@ def checkpoint_is_complete(path: str) -> bool:
 def last_complete_checkpoint(output_dir: str) -> str | None:
     """The newest `checkpoint-N` in `output_dir` that was written to the end; newer ones a kill cut short are
     skipped with a warning naming them (they are left in place, and the resumed run writes over them)."""
-    steps = {}
-    for name in os.listdir(output_dir):
-        match = _CHECKPOINT_NAME.fullmatch(name)
-        if match and os.path.isdir(os.path.join(output_dir, name)):
-            steps[int(match.group(1))] = os.path.join(output_dir, name)
-    for step in sorted(steps, reverse=True):
-        if checkpoint_is_complete(steps[step]):
-            return steps[step]
+    for path in reversed(sort_checkpoints(output_dir)):  # transformers' own order: by step, newest last
+        if checkpoint_is_complete(path):
+            return path
         logger.warning(
             "Skipping %s: it is incomplete (no readable %s; the run was stopped while saving it).",
-            steps[step],
+            path,
             TRAINER_STATE_NAME,
         )
     return None
