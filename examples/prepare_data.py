@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from allmrec_hf.data import PreparationConfig, prepare_dataset
 from allmrec_hf.data.prepared import check_output_dir
-from allmrec_hf.data.readers import READER_FORMATS, read_log
+from allmrec_hf.data.readers import READER_FORMATS, check_encoding, read_log
 from allmrec_hf.training.runs import parse_arguments, run_script
 
 logger = logging.getLogger("prepare_data")
@@ -53,8 +53,18 @@ class InputArguments:
     item_column_mapping: str | None = field(
         default=None, metadata={"help": 'csv/parquet: JSON mapping for the item file, e.g. {"title": "name"}.'}
     )
+    encoding: str | None = field(
+        default=None,
+        metadata={
+            "help": "Text encoding of csv/tsv, movielens or recbole files, e.g. latin-1 (default: UTF-8; "
+            "movielens: UTF-8, else latin-1)."
+        },
+    )
     output_dir: str = field(default="outputs/data/ml-100k", metadata={"help": "Where the prepared dataset goes."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace an existing output_dir."})
+
+
+_ENCODING_FORMATS = ("csv", "movielens", "recbole")
 
 
 def _reader_kwargs(args: InputArguments) -> dict:
@@ -82,6 +92,15 @@ def _reader_kwargs(args: InputArguments) -> dict:
             f"--item_path is for csv/parquet input; format {args.format!r} finds its item files itself "
             "(Amazon formats take --meta_path)."
         )
+    if args.encoding:
+        if key not in _ENCODING_FORMATS:
+            raise SystemExit(
+                f"--encoding is for {', '.join(_ENCODING_FORMATS)} input; format {args.format!r} is read as UTF-8."
+            )
+        try:
+            kwargs["encoding"] = check_encoding(args.encoding)
+        except ValueError as err:
+            raise SystemExit(f"--encoding: {err}") from None
     if args.item_path:  # read_log takes the item table of csv/parquet input as meta_path
         if args.meta_path:
             raise SystemExit("Give --meta_path (Amazon metadata) or --item_path (csv/parquet items), not both.")

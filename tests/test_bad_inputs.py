@@ -30,6 +30,7 @@ def inputs(tmp: Path) -> dict[str, str]:
         "items": write(tmp / "items.csv", "item_id,title\n1,Heat\n2,Babe\n"),
         "wrong_columns": write(tmp / "wrong_columns.csv", "user,item,timestamp\nu,1,5\n"),
         "a_file": write(tmp / "a_file.txt", "notes"),
+        "latin1": write(tmp / "latin1.csv", "user_id,item_id,timestamp\nRen\xe9,1,5\n", encoding="latin-1"),
     }
 
 
@@ -57,6 +58,11 @@ PREPARE_CASES = [
     ("unknown_preset", "--preset nope", "Unknown preset 'nope'"),
     ("item_path_with_recbole", "--format recbole --input_path {tmp} --item_path {items}", "--item_path is for"),
     ("meta_path_with_movielens", "--format ml-100k --meta_path {items}", "--meta_path is for the Amazon formats"),
+    ("latin1_without_encoding", "--format csv --input_path {latin1}", "not valid utf-8 text (byte 0xe9 at column 4)"),
+    ("latin1_names_the_flag", "--format csv --input_path {latin1}", "--encoding latin-1"),
+    ("unknown_encoding", "--format csv --input_path {latin1} --encoding nope", "--encoding: unknown encoding 'nope'"),
+    ("utf16_encoding", "--format csv --input_path {latin1} --encoding utf-16", "convert the file to UTF-8"),
+    ("encoding_with_amazon", "--format amazon2018 --input_path {latin1} --encoding latin-1", "--encoding is for"),
     ("output_is_a_file", "--format csv --input_path {no_ratings} --item_path {items} --out {a_file}", "is a file"),
 ]
 

@@ -482,6 +482,44 @@ def test_deduplicate_after_the_rating_filter():
     ]
 
 
+def test_repeated_rows_are_counted_and_kept(caplog):
+    # Fixed: exact duplicate rows were kept without a word.
+    log = make_log(["u", "u", "u", "v"], ["a", "a", "b", "a"], timestamps=[1, 1, 2, 1])
+    with caplog.at_level(logging.WARNING, logger="allmrec_hf.data.preprocess"):
+        encoded = encode_log(log)
+    assert sequence_of(encoded, "u") == ["a", "a", "b"]  # kept: the user did not ask for filtering
+    assert encoded.notes == [
+        "1 interactions repeat an earlier row exactly (same user, item, rating and timestamp): kept"
+    ]
+    assert any("--deduplicate" in r.getMessage() for r in caplog.records)
+    assert encode_log(log, deduplicate=True).notes == []  # removed by the step, which counts them
+    assert encode_log(make_log(["u", "u"], ["a", "a"], timestamps=[1, 2])).notes == []  # a re-watch is not a copy
+
+
+def test_ids_with_surrounding_spaces_are_counted_or_trimmed(caplog):
+    # Fixed: " u" and "u" silently became two users.
+    log = make_log(["u", " u", "v", "v"], ["a", "b", "a", "b "], timestamps=[1, 2, 3, 4], titles={"a": "A", "b": "B"})
+    with caplog.at_level(logging.WARNING, logger="allmrec_hf.data.preprocess"):
+        kept = encode_log(log, missing_title="placeholder")
+    assert kept.user_ids == [" u", "u", "v"] and kept.item_ids == ["a", "b", "b "]
+    assert kept.notes[0].startswith(
+        "1 user ids with surrounding whitespace (1 equal to another id once trimmed), 1 item"
+    )
+    assert any("--strip_ids" in r.getMessage() for r in caplog.records)
+    trimmed = encode_log(log, strip_ids=True)
+    assert trimmed.user_ids == ["u", "v"] and trimmed.item_ids == ["a", "b"]
+    assert sequence_of(trimmed, "u") == ["a", "b"] and sequence_of(trimmed, "v") == ["a", "b"]
+    assert trimmed.item_text["title"].tolist() == ["A", "B"]  # metadata ids are trimmed the same way
+    [step] = trimmed.steps
+    assert (step.name, step.removed, step.users_before, step.users_after) == (
+        "ids trimmed of surrounding whitespace",
+        0,
+        3,
+        2,
+    )
+    assert encode_log(make_log(["u"], ["a"], titles={"a": "A"})).notes == []
+
+
 # ------------------------------------------------------------------------------------ leave-one-out
 def _loo_log() -> EncodedLog:
     # Users 1..4 with 1, 2, 3 and 5 interactions; item ids 1..9 so that item index == item id.

@@ -572,6 +572,37 @@ def test_read_table_tsv_and_parquet_and_defaults(tmp_path):
     assert_located(info.value, "bad.tsv.gz", 3, "rating")
 
 
+def test_read_table_and_recbole_take_an_encoding(tmp_path):
+    # Fixed: the latin-1 error said "give the file's encoding", but nothing took one.
+    inter = write(tmp_path / "log.csv", "user_id,item_id\nRen\xe9,1\nRen\xe9,2\n", encoding="latin-1")
+    items = write(tmp_path / "items.csv", 'item_id,title\n1,"Mis\xe9rables, Les"\n2,Caf\xe9\n', encoding="latin-1")
+    with pytest.raises(DataFormatError, match="not valid utf-8 text.*--encoding latin-1"):
+        read_table(inter, item_path=items)
+    log = read_table(inter, item_path=items, encoding="latin-1")
+    assert log.interactions["user_id"].tolist() == ["René", "René"]
+    assert log.items["title"].tolist() == ["Misérables, Les", "Café"]
+    bad = write(tmp_path / "bad.csv", "user_id,item_id\nu,1\nu,\x81\n", encoding="latin-1")  # undefined in cp1252
+    with pytest.raises(DataFormatError) as info:
+        read_table(bad, encoding="cp1252")
+    assert_located(info.value, "bad.csv", 3, None)
+    with pytest.raises(ValueError, match="unknown encoding 'nope'"):
+        read_table(inter, encoding="nope")
+    with pytest.raises(ValueError, match="'utf-16' does not write ASCII as single bytes"):
+        read_table(inter, encoding="utf-16")
+    pd.DataFrame({"user_id": ["u"], "item_id": ["1"]}).to_parquet(tmp_path / "log.parquet")
+    with pytest.raises(ValueError, match="is Parquet, which stores text as UTF-8"):
+        read_table(tmp_path / "log.parquet", encoding="latin-1")
+
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    write(folder / "shop.inter", "user_id:token\titem_id:token\nRen\xe9\t1\n", encoding="latin-1")
+    write(folder / "shop.item", "item_id:token\ttitle:token_seq\n1\tCaf\xe9\n", encoding="latin-1")
+    with pytest.raises(DataFormatError, match="not valid utf-8"):
+        read_recbole(folder)
+    log = read_recbole(folder, encoding="latin-1")
+    assert log.interactions["user_id"].tolist() == ["René"] and log.items["title"].tolist() == ["Café"]
+
+
 def test_read_table_large_integer_timestamps_and_float_seconds(tmp_path):
     write(tmp_path / "a.csv", "user_id,item_id,timestamp\nu,i,1614852000.0\nu,j,1614852001.0\n")
     assert read_table(tmp_path / "a.csv").interactions["timestamp"].tolist() == [1614852000, 1614852001]

@@ -60,7 +60,10 @@ class PreparationConfig:
         min_user_interactions / min_item_interactions: Separate thresholds (override `min_interactions`).
         kcore: `"iterative"` (until stable), `"one_pass"` (the authors' procedure) or `"none"`.
         missing_title: `"drop"` items without a title (counted and logged) or keep them with a `"placeholder"`.
-        deduplicate: Keep only the earliest interaction of a user with an item.
+        deduplicate: Keep only the earliest interaction of a user with an item. Without it, interactions that
+            repeat an earlier row exactly are kept, counted and logged (`metadata["preparation_notes"]`).
+        strip_ids: Trim surrounding whitespace off user and item ids, merging ids that then agree (a step of its
+            own). Without it such ids stay distinct, counted and logged.
         num_negatives: Negatives per evaluation candidate set (the paper: 19, so 20 candidates).
         negative_sampling: `"uniform"` over never-interacted items (the paper), `"popularity"` (by training
             counts), or `"none"` (no candidate sets: full-catalog ranking only).
@@ -81,6 +84,7 @@ class PreparationConfig:
     kcore: str | None = None
     missing_title: str = "drop"
     deduplicate: bool = False
+    strip_ids: bool = False
     num_negatives: int = 19
     negative_sampling: str = "uniform"
     seed: int = 42
@@ -467,7 +471,9 @@ def prepare_dataset(log: InteractionLog, config: PreparationConfig | None = None
         kcore=config.kcore,
     )
     logger.info("Preparing %s with %s", log.source or "an interaction log", filters)
-    encoded = encode_log(log, missing_title=config.missing_title, deduplicate=config.deduplicate, **filters)
+    encoded = encode_log(
+        log, missing_title=config.missing_title, deduplicate=config.deduplicate, strip_ids=config.strip_ids, **filters
+    )
 
     counts = np.diff(encoded.user_offsets())
     held_out = None
@@ -540,6 +546,7 @@ def prepare_dataset(log: InteractionLog, config: PreparationConfig | None = None
         "config": asdict(config),
         "filters": filters,
         "steps": [step.to_dict() for step in encoded.steps],
+        "preparation_notes": list(encoded.notes),
         "statistics": statistics,
         "split_rows": {k: v.num_rows for k, v in splits.items()},
         "evaluation": {

@@ -101,6 +101,7 @@ class EncodedLog:
     item_ids: list[str]
     item_text: pd.DataFrame  # one row per item code, in index order: title and text columns
     steps: list[FilterStep] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was counted and kept (padded ids, repeated rows)
 
     @property
     def num_users(self) -> int:
@@ -155,6 +156,8 @@ class _Working:
         self.timestamps = frame["timestamp"].to_numpy(dtype=np.int64)
         self.keep = np.ones(len(frame), dtype=bool)
         self.steps: list[FilterStep] = []
+        self.notes: list[str] = []
+        self.strip_ids = False
 
     def snapshot(self) -> tuple[int, int, int]:
         return (
@@ -175,8 +178,60 @@ class _Working:
             raise DataPreparationError(f"No interactions are left after the step '{name}'. Steps so far: {history}")
 
 
-def _item_text_table(log: InteractionLog) -> tuple[pd.DataFrame, list[str]]:
-    items = log.items.drop_duplicates("item_id", keep="first")
+def _padded_ids(uniques: pd.Index) -> tuple[int, int]:
+    """(ids with surrounding whitespace, ids that trimming would merge into another) among distinct `uniques`."""
+    values = uniques.astype("str")
+    trimmed = values.str.strip()
+    return int((trimmed != values).sum()), int(len(trimmed) - trimmed.nunique())
+
+
+def _check_ids(work: _Working, strip_ids: bool) -> None:
+    """Count (and log) ids with surrounding whitespace; `strip_ids` trims them, merging ids that then agree, as a
+    step of its own."""
+    padded = {
+        what: _padded_ids(uniques) for what, uniques in (("user", work.user_uniques), ("item", work.item_uniques))
+    }
+    if not any(count for count, _ in padded.values()):
+        return
+    summary = ", ".join(
+        f"{count:,} {what} ids with surrounding whitespace ({merged:,} equal to another id once trimmed)"
+        for what, (count, merged) in padded.items()
+        if count
+    )
+    if not strip_ids:
+        logger.warning("%s: kept as distinct ids; strip_ids=True (prepare_data.py --strip_ids) trims them.", summary)
+        work.notes.append(f"{summary}: kept as given")
+        return
+    n, users_before, items_before = work.snapshot()
+    for what in ("user", "item"):
+        uniques = getattr(work, f"{what}_uniques")
+        new_codes, new_uniques = pd.factorize(uniques.astype("str").str.strip(), sort=False)
+        setattr(work, f"{what}_codes", new_codes.astype(np.int64)[getattr(work, f"{what}_codes")])
+        setattr(work, f"{what}_uniques", pd.Index(new_uniques))
+    work.strip_ids = True
+    _, users_after, items_after = work.snapshot()
+    step = FilterStep("ids trimmed of surrounding whitespace", n, n, users_before, users_after, items_before,
+                      items_after, summary)  # fmt: skip
+    work.steps.append(step)
+    logger.warning(step.describe())
+
+
+def _count_repeated_rows(work: _Working) -> None:
+    """Count (and log) interactions that repeat an earlier row exactly: same user, item, rating and time."""
+    frame = pd.DataFrame({"u": work.user_codes, "i": work.item_codes, "t": work.timestamps, "r": work.ratings})
+    repeated = int(frame[work.keep].duplicated().sum())
+    if repeated:
+        message = f"{repeated:,} interactions repeat an earlier row exactly (same user, item, rating and timestamp)"
+        logger.warning("%s: kept; deduplicate=True (prepare_data.py --deduplicate) keeps each user's earliest "
+                       "interaction with an item.", message)  # fmt: skip
+        work.notes.append(f"{message}: kept")
+
+
+def _item_text_table(log: InteractionLog, strip_ids: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    items = log.items
+    if strip_ids:
+        items = items.assign(item_id=items["item_id"].astype("str").str.strip())
+    items = items.drop_duplicates("item_id", keep="first")
     if len(items) != len(log.items):
         logger.info("Item metadata: %d duplicate item_id rows; the first of each is used.", len(log.items) - len(items))
     text_columns = [c for c in items.columns if c != "item_id"]
@@ -245,10 +300,14 @@ def encode_log(
     kcore: str = "iterative",
     missing_title: str = "drop",
     deduplicate: bool = False,
+    strip_ids: bool = False,
 ) -> EncodedLog:
     """Filter a log and turn it into integer codes sorted by user and time.
 
     Steps, each logged with what it removed (an error names the step that left nothing):
+    0. `strip_ids`: trim surrounding whitespace off user and item ids (ids that then agree are merged). Without
+       it such ids are kept as given, counted and logged; so are interactions that repeat an earlier row exactly
+       (see `deduplicate`), in `notes`.
     1. `min_rating`: keep interactions rated at least this (interactions without a rating are removed too).
     2. `deduplicate`: keep only the first (earliest) interaction of each user with each item.
     3. `missing_title`: `"drop"` removes items without a title (and their interactions); `"placeholder"` keeps
@@ -277,6 +336,9 @@ def encode_log(
     if log.num_interactions == 0:
         raise DataPreparationError(f"The interaction log read from {log.source or 'the input'} is empty.")
     work = _Working(log)
+    _check_ids(work, strip_ids)
+    if not deduplicate:
+        _count_repeated_rows(work)
     if min_rating is not None and np.isnan(work.ratings).all():
         raise DataPreparationError(
             f"min_rating={min_rating:g} was asked for, but the log read from {log.source or 'the input'} has no "
@@ -294,7 +356,7 @@ def encode_log(
         first = np.zeros(work.keep.size, dtype=bool)
         first[kept[order]] = is_first
         work.apply("repeated (user, item) pairs removed, earliest kept", work.keep & first)
-    items, _ = _item_text_table(log)
+    items, _ = _item_text_table(log, work.strip_ids)
     placeholders = _apply_title_policy(work, items, missing_title)
     _kcore(work, min_user_interactions, min_item_interactions, kcore)
 
@@ -334,6 +396,7 @@ def encode_log(
         item_ids=item_ids,
         item_text=item_text,
         steps=work.steps,
+        notes=work.notes,
     )
 
 

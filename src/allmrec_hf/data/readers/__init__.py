@@ -32,7 +32,7 @@ from typing import Any
 
 from allmrec_hf.data.log import InteractionLog
 
-from ._common import PathLike
+from ._common import PathLike, check_encoding
 from .amazon import read_amazon2018, read_amazon2023
 from .movielens import MOVIELENS_GENRES, read_movielens
 from .recbole import read_movielens_100k, read_recbole
@@ -53,7 +53,7 @@ def read_log(
             "unisrec", "csv" (CSV or TSV, by extension) or "parquet".
         path: The file or folder.
         meta_path: Item metadata: the Amazon metadata file, or the item table of "csv" / "parquet".
-        **kwargs: Passed to the reader (e.g. `encoding` for "movielens", `columns` for "csv").
+        **kwargs: Passed to the reader (e.g. `encoding` for "csv", "movielens" and "recbole", `columns` for "csv").
 
     Example:
 
@@ -92,6 +92,7 @@ def read_log(
 __all__ = [
     "MOVIELENS_GENRES",
     "READER_FORMATS",
+    "check_encoding",
     "read_amazon2018",
     "read_amazon2023",
     "read_hf_dataset",

@@ -5,6 +5,7 @@ quoting, and [`_finish`], which turns the frames into an [`InteractionLog`]."""
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import logging
 import os
@@ -72,13 +73,38 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
         ) from None
 
 
+_ENCODING_HINT = "give the file's encoding (encoding='latin-1'; prepare_data.py --encoding latin-1) or convert the file"
+
+
+def check_encoding(encoding: str) -> str:
+    """`encoding` when Python knows it and it writes ASCII as ASCII (the readers split lines and fields on bytes);
+    a ValueError naming it otherwise.
+
+    >>> check_encoding("latin-1")
+    'latin-1'
+    >>> check_encoding("utf-16")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: encoding 'utf-16' does not write ASCII as single bytes ...: convert the file to UTF-8
+    """
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise ValueError(f"unknown encoding {encoding!r}") from None
+    if "\n,\t:".encode(encoding) != b"\n,\t:":
+        raise ValueError(
+            f"encoding {encoding!r} does not write ASCII as single bytes (lines and separators cannot be found): "
+            "convert the file to UTF-8"
+        )
+    return encoding
+
+
 def _decode_line(raw: bytes, path: Path, number: int, encoding: str = "utf-8") -> str:
     try:
         return raw.decode(encoding)
     except UnicodeDecodeError as err:
         raise DataFormatError(
-            f"not valid {encoding} text (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
-            "give the file's encoding or convert the file",
+            f"not valid {encoding} text (byte 0x{raw[err.start]:02x} at column {err.start + 1}); {_ENCODING_HINT}",
             path=str(path),
             line=number,
         ) from None
@@ -89,8 +115,7 @@ def _decode_error(data: bytes, err: UnicodeDecodeError, path: Path, encoding: st
     line = data.count(b"\n", 0, err.start) + 1
     column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
     return DataFormatError(
-        f"not valid {encoding} text (byte 0x{data[err.start]:02x} at column {column}); "
-        "give the file's encoding (e.g. encoding='latin-1') or convert the file",
+        f"not valid {encoding} text (byte 0x{data[err.start]:02x} at column {column}); {_ENCODING_HINT}",
         path=str(path),
         line=line,
     )

@@ -3,6 +3,7 @@ wheel ([`read_movielens_100k`])."""
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from allmrec_hf.data.log import DataFormatError, InteractionLog, clean_text
 
 from ._common import (
     PathLike,
+    _decode_file,
     _decode_line,
     _delimited_line_of_row,
     _existing_file,
@@ -23,7 +25,9 @@ from ._common import (
     _iter_lines,
     _Locator,
     _merge_duplicate_items,
+    _read_bytes,
     _read_delimited,
+    check_encoding,
 )
 
 _RECBOLE_TYPES = ("token", "token_seq", "float", "float_seq")
@@ -32,10 +36,10 @@ _RECBOLE_RENAMES = {"class": "genres"}
 _YEAR = re.compile(r"\d{4}")
 
 
-def _recbole_header(path: Path) -> list[tuple[str, str]]:
+def _recbole_header(path: Path, encoding: str = "utf-8") -> list[tuple[str, str]]:
     """The typed header of a RecBole atomic file: [(name, type)]."""
     for number, raw in _iter_lines(path):
-        line = _decode_line(raw, path, number).rstrip("\r\n")
+        line = _decode_line(raw, path, number, encoding).rstrip("\r\n")
         fields = []
         for part in line.split("\t"):
             name, sep, kind = part.rpartition(":")
@@ -49,6 +53,15 @@ def _recbole_header(path: Path) -> list[tuple[str, str]]:
             fields.append((name, kind))
         return fields
     raise DataFormatError("the file is empty (no header line)", path=str(path))
+
+
+def _delimited_utf8(file: Path, fields: list[tuple[str, str]], encoding: str) -> dict:
+    """`_read_delimited` of a tab-separated file with a header line, in any ASCII-compatible `encoding`."""
+    if codecs.lookup(encoding).name == "utf-8":
+        return _read_delimited(file, fields, sep="\t", header_lines=1)
+    raw = _read_bytes(file)
+    utf8 = _decode_file(raw, file, encoding)[0].encode("utf-8")
+    return _read_delimited(file, fields, sep="\t", header_lines=1, data=utf8, original=raw, encoding=encoding)
 
 
 def _require_field(names: list[str], field: str, path: Path) -> None:
@@ -80,9 +93,15 @@ def _locate_recbole(path: PathLike, dataset_name: str | None) -> tuple[Path, str
 
 
 def _read_recbole_interactions(
-    file: Path, user_field: str, item_field: str, rating_field: str | None, timestamp_field: str | None, notes: list
+    file: Path,
+    user_field: str,
+    item_field: str,
+    rating_field: str | None,
+    timestamp_field: str | None,
+    notes: list,
+    encoding: str = "utf-8",
 ) -> pd.DataFrame:
-    header = _recbole_header(file)
+    header = _recbole_header(file, encoding)
     names = [name for name, _ in header]
     _require_field(names, user_field, file)
     _require_field(names, item_field, file)
@@ -92,7 +111,7 @@ def _read_recbole_interactions(
     if timestamp_field is not None and timestamp_field in names:
         wanted[timestamp_field] = ("timestamp", "float")
     fields = [wanted.get(name, (name, "skip")) for name in names]
-    columns = _read_delimited(file, fields, sep="\t", header_lines=1)
+    columns = _delimited_utf8(file, fields, encoding)
     if "timestamp" in columns:
         values = columns["timestamp"].to_numpy()
         finite = np.isfinite(values)
@@ -103,11 +122,13 @@ def _read_recbole_interactions(
     return _interactions_frame(columns)
 
 
-def _read_recbole_items(file: Path, item_field: str, title_field: str | None, notes: list[str]) -> pd.DataFrame:
+def _read_recbole_items(
+    file: Path, item_field: str, title_field: str | None, notes: list[str], encoding: str = "utf-8"
+) -> pd.DataFrame:
     """Items of a RecBole `.item` file: title from `title_field` (default: the first of title, movie_title,
     item_name, name present), other token / token_seq fields as text columns (`class` renamed `genres`, its
     space-separated tokens joined with ", ")."""
-    header = _recbole_header(file)
+    header = _recbole_header(file, encoding)
     names = [name for name, _ in header]
     _require_field(names, item_field, file)
     if title_field is None:
@@ -122,7 +143,7 @@ def _read_recbole_items(file: Path, item_field: str, title_field: str | None, no
             fields.append((name, "text"))
         else:
             fields.append((name, "skip"))
-    columns = _read_delimited(file, fields, sep="\t", header_lines=1)
+    columns = _delimited_utf8(file, fields, encoding)
     ids = columns.pop(item_field).to_pylist()
     text: dict[str, list] = {}
     if title_field is not None:
@@ -147,6 +168,7 @@ def read_recbole(
     rating_field: str | None = "rating",
     timestamp_field: str | None = "timestamp",
     title_field: str | None = None,
+    encoding: str = "utf-8",
 ) -> InteractionLog:
     """Read RecBole atomic files: `<name>.inter` and, when present, `<name>.item`.
 
@@ -161,6 +183,7 @@ def read_recbole(
             timestamps become int64; without timestamps the position in the file orders each user's items).
         title_field: The `.item` field holding titles; default the first of `title`, `movie_title`,
             `item_name`, `name` present.
+        encoding: The files' text encoding, e.g. "latin-1" (any Python codec that writes ASCII as ASCII).
 
     Returns:
         An `InteractionLog`; items have `title` and the `.item` file's other token / token_seq fields as text
@@ -172,12 +195,15 @@ def read_recbole(
     >>> log = read_recbole("dataset/ml-1m")  # doctest: +SKIP
     ```
     """
+    check_encoding(encoding)
     folder, name = _locate_recbole(path, dataset_name)
     inter_file = _existing_file(folder / f"{name}.inter", "RecBole .inter file")
     notes: list[str] = []
-    interactions = _read_recbole_interactions(inter_file, user_field, item_field, rating_field, timestamp_field, notes)
+    interactions = _read_recbole_interactions(
+        inter_file, user_field, item_field, rating_field, timestamp_field, notes, encoding
+    )
     item_file = folder / f"{name}.item"
-    items = _read_recbole_items(item_file, item_field, title_field, notes) if item_file.is_file() else None
+    items = _read_recbole_items(item_file, item_field, title_field, notes, encoding) if item_file.is_file() else None
     return _finish(interactions, items, f"recbole: {inter_file}", notes, inter_file)
 
 

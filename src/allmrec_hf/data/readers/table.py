@@ -3,6 +3,7 @@ DataFrames or pyarrow Tables ([`read_hf_dataset`])."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import logging
@@ -33,6 +34,7 @@ from ._common import (
     _merge_duplicate_items,
     _rating_column,
     _timestamp_column,
+    check_encoding,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,14 +55,14 @@ def _table_format(path: Path, file_format: str | None) -> str | None:
     return _TABLE_SUFFIXES.get(suffixes[-1]) if suffixes else None
 
 
-def _csv_records(path: Path, sep: str, quoting: bool) -> Iterator[tuple[int, list[str]]]:
+def _csv_records(path: Path, sep: str, quoting: bool, encoding: str = "utf-8") -> Iterator[tuple[int, list[str]]]:
     """(last line number, fields) of each record of a CSV/TSV file, read with the `csv` module (slow path)."""
     state = {"line": 0}
 
     def lines() -> Iterator[str]:
         for number, raw in _iter_lines(path):
             state["line"] = number
-            yield _decode_line(raw, path, number)
+            yield _decode_line(raw, path, number, encoding)
 
     reader = csv.reader(lines(), delimiter=sep, quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE)
     try:
@@ -70,8 +72,8 @@ def _csv_records(path: Path, sep: str, quoting: bool) -> Iterator[tuple[int, lis
         raise DataFormatError(f"malformed line: {err}", path=str(path), line=state["line"]) from None
 
 
-def _csv_header(path: Path, sep: str, quoting: bool) -> list[str]:
-    for _, record in _csv_records(path, sep, quoting):
+def _csv_header(path: Path, sep: str, quoting: bool, encoding: str) -> list[str]:
+    for _, record in _csv_records(path, sep, quoting, encoding):
         if record:
             record[0] = record[0].lstrip("\ufeff")
             return [name.strip() for name in record]
@@ -89,7 +91,7 @@ def _has_quotes(path: Path) -> bool:
     return False
 
 
-def _csv_line_of_row(path: Path, sep: str, quoting: bool) -> Callable[[int], int]:
+def _csv_line_of_row(path: Path, sep: str, quoting: bool, encoding: str) -> Callable[[int], int]:
     """Line number of a data row of a CSV/TSV file: counted line by line when the file has no quotes (fast),
     else with the `csv` module (quoted fields may span lines)."""
 
@@ -97,7 +99,7 @@ def _csv_line_of_row(path: Path, sep: str, quoting: bool) -> Callable[[int], int
         if not (quoting and _has_quotes(path)):
             return _delimited_line_of_row(path, 1)(row)
         seen = -2  # the header is record -1
-        for number, record in _csv_records(path, sep, quoting):
+        for number, record in _csv_records(path, sep, quoting, encoding):
             if record:
                 seen += 1
                 if seen == row:
@@ -107,9 +109,9 @@ def _csv_line_of_row(path: Path, sep: str, quoting: bool) -> Callable[[int], int
     return line_of_row
 
 
-def _scan_csv(path: Path, sep: str, quoting: bool, num_fields: int, reason: str) -> DataFormatError:
+def _scan_csv(path: Path, sep: str, quoting: bool, num_fields: int, reason: str, encoding: str) -> DataFormatError:
     """The error for the first malformed record of a CSV/TSV file (the slow diagnostic path)."""
-    for number, record in _csv_records(path, sep, quoting):
+    for number, record in _csv_records(path, sep, quoting, encoding):
         if record and len(record) != num_fields:
             return DataFormatError(
                 f"expected {num_fields} fields separated by {sep!r}, found {len(record)}", path=str(path), line=number
@@ -117,14 +119,14 @@ def _scan_csv(path: Path, sep: str, quoting: bool, num_fields: int, reason: str)
     return DataFormatError(f"cannot be read: {reason}", path=str(path))
 
 
-def _table_columns(path: Path, fmt: str, sep: str | None) -> list[str]:
+def _table_columns(path: Path, fmt: str, sep: str | None, encoding: str = "utf-8") -> list[str]:
     """The column names of a CSV/TSV/Parquet file."""
     if fmt == "parquet":
         try:
             return pq.read_schema(path).names
         except (pa.ArrowException, OSError, ValueError) as err:
             raise DataFormatError(f"not a readable Parquet file: {err}", path=str(path)) from None
-    return _csv_header(path, sep or ("\t" if fmt == "tsv" else ","), fmt == "csv")
+    return _csv_header(path, sep or ("\t" if fmt == "tsv" else ","), fmt == "csv", encoding)
 
 
 def _load_table(
@@ -136,6 +138,7 @@ def _load_table(
     as_strings: list[str],
     what: str,
     multiline: bool = False,
+    encoding: str = "utf-8",
 ) -> tuple[pa.Table, _Locator]:
     """Read the `wanted` columns of a CSV/TSV/Parquet file whose columns are `names` (`as_strings` ones as
     strings, others inferred), checking first that the file has them. `multiline`: quoted CSV values may
@@ -155,7 +158,7 @@ def _load_table(
         try:
             table = pa_csv.read_csv(
                 str(path),
-                read_options=pa_csv.ReadOptions(block_size=_BLOCK_SIZE),
+                read_options=pa_csv.ReadOptions(block_size=_BLOCK_SIZE, encoding=encoding),
                 parse_options=pa_csv.ParseOptions(
                     delimiter=sep, quote_char='"' if quoting else False, newlines_in_values=multiline and quoting
                 ),
@@ -165,11 +168,11 @@ def _load_table(
                     strings_can_be_null=False,
                 ),
             )
-            return table, _Locator(str(path), _csv_line_of_row(path, sep, quoting))
+            return table, _Locator(str(path), _csv_line_of_row(path, sep, quoting, encoding))
         except (pa.ArrowException, ValueError, OSError) as err:
             reason = str(err)
     logger.info("fast read of %s failed (%s): scanning it line by line", path, reason[:300])
-    raise _scan_csv(path, sep, quoting, len(names), reason)
+    raise _scan_csv(path, sep, quoting, len(names), reason, encoding)
 
 
 def _check_columns(names: list[str], wanted: list[str], path: Path | str | None, what: str, line: int | None):
@@ -240,6 +243,7 @@ def read_table(
     item_columns: Mapping[str, str] | None = None,
     file_format: str | None = None,
     sep: str | None = None,
+    encoding: str = "utf-8",
 ) -> InteractionLog:
     """Read interactions (and optionally item text) from CSV, TSV or Parquet files.
 
@@ -256,6 +260,8 @@ def read_table(
             column as text under its own name.
         file_format: "csv", "tsv" or "parquet"; default from the file's extension.
         sep: The CSV separator (default "," for CSV, tab for TSV).
+        encoding: The text encoding of CSV/TSV files (both files), e.g. "latin-1"; any Python codec that writes
+            ASCII as ASCII. Parquet stores UTF-8 and takes none.
 
     Returns:
         An `InteractionLog`.
@@ -267,15 +273,18 @@ def read_table(
     ...                  item_path="movies.parquet")  # doctest: +SKIP
     ```
     """
+    check_encoding(encoding)
     file = _existing_file(path, "interactions file")
     fmt = _table_format(file, file_format)
     if fmt is None:
         raise ValueError(f"cannot tell the format of {file} from its extension: pass file_format='csv'|'tsv'|'parquet'")
-    names = _table_columns(file, fmt, sep)
+    if fmt == "parquet" and codecs.lookup(encoding).name != "utf-8":
+        raise ValueError(f"{file} is Parquet, which stores text as UTF-8: give no encoding (got {encoding!r})")
+    names = _table_columns(file, fmt, sep, encoding)
     mapping = _interaction_mapping(columns, names)
     wanted = list(dict.fromkeys(mapping.values()))
     ids = [mapping["user_id"], mapping["item_id"]]
-    table, loc = _load_table(file, fmt, sep, names, wanted, ids, "the interactions file")
+    table, loc = _load_table(file, fmt, sep, names, wanted, ids, "the interactions file", encoding=encoding)
     notes: list[str] = []
     interactions = _interactions_from_arrow(table, mapping, loc, notes)
     items = None
@@ -283,11 +292,19 @@ def read_table(
         item_file = _existing_file(item_path, "item file")
         item_fmt = _table_format(item_file, None) or fmt
         item_sep = sep if item_fmt == fmt else None
-        item_names = _table_columns(item_file, item_fmt, item_sep)
+        item_names = _table_columns(item_file, item_fmt, item_sep, encoding)
         item_mapping = _item_mapping(item_columns, item_names, mapping["item_id"])
         item_wanted = list(dict.fromkeys(item_mapping.values()))
         item_table, item_loc = _load_table(
-            item_file, item_fmt, item_sep, item_names, item_wanted, item_wanted, "the item file", multiline=True
+            item_file,
+            item_fmt,
+            item_sep,
+            item_names,
+            item_wanted,
+            item_wanted,
+            "the item file",
+            multiline=True,
+            encoding=encoding,
         )
         items = _items_from_arrow(item_table, item_mapping, item_loc, notes)
     source = f"{fmt}: {file}" + (f" + {item_path}" if item_path is not None else "")
