@@ -495,8 +495,45 @@ def test_loading_with_a_mismatched_catalog_size_is_refused(processor, tmp_path):
     config = json.loads((checkpoint / "config.json").read_text())
     config["aligner_config"]["cf_config"]["num_items"] = 40
     (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"item_catalog.jsonl holds 30 items but the model's CF encoder has 40"):
+        ALLMRecForConditionalGeneration.from_pretrained(checkpoint)
+    (checkpoint / "item_catalog.jsonl").unlink()  # no catalog beside it: the weights say it
     with pytest.raises(
         ValueError, match=r"item_embeddings.weight has shape \(31, 32\) but the model expects \(41, 32\)"
+    ):
+        ALLMRecForConditionalGeneration.from_pretrained(checkpoint)
+
+
+def test_a_smaller_catalog_beside_the_model_is_refused_at_load(processor, tmp_path):
+    """Fixed: a catalog file cut short loaded fine, and only `recommend()` noticed."""
+    from allmrec_hf import ALLMRecProcessor
+    from allmrec_hf.modeling_allmrec import CheckpointError
+
+    model = build_model("llama", processor)
+    checkpoint, _ = save_with_language_model(model, processor, tmp_path)
+    catalog_file = checkpoint / "item_catalog.jsonl"
+    catalog_file.write_text("".join(catalog_file.read_text().splitlines(keepends=True)[:25]))
+    with pytest.raises(CheckpointError, match=r"item_catalog.jsonl holds 25 items but the model's CF encoder has 30"):
+        ALLMRecForConditionalGeneration.from_pretrained(checkpoint)
+    with pytest.raises(ValueError, match=r"item_catalog.jsonl holds 25 items but the model beside it .* has 30"):
+        ALLMRecProcessor.from_pretrained(checkpoint)
+
+
+@pytest.mark.parametrize("kept", [0.5, 0.0])
+def test_a_truncated_weights_file_is_named_before_the_lm_loads(processor, tmp_path, kept):
+    """Fixed: a cut-short model.safetensors gave safetensors' "incomplete metadata" without a file name, after the
+    LM had been loaded."""
+    from allmrec_hf.modeling_allmrec import CheckpointError
+
+    model = build_model("llama", processor)
+    checkpoint, lm_dir = save_with_language_model(model, processor, tmp_path)
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: int(weights.stat().st_size * kept)])
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["base_model_name_or_path"] = str(tmp_path / "not-loaded-first")
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        CheckpointError, match=r"model.safetensors \([0-9,]+ bytes\) is not a readable safetensors file"
     ):
         ALLMRecForConditionalGeneration.from_pretrained(checkpoint)
 

@@ -20,6 +20,7 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput, logging
 
 from .candidate_tree import build_candidate_token_tree
+from .catalog import CATALOG_FILE_NAME
 from .causal_blocks_attention import CAUSAL_BLOCKS  # importing it registers attn_implementation="causal_blocks"
 from .configuration_allmrec import ALLMRecAlignerConfig, ALLMRecConfig
 from .modeling_cf_common import save_as_defining_class
@@ -1070,6 +1071,7 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
             check_head_kind(cls, values.get("model_type"), pretrained_model_name_or_path)
             config = cls.config_class.from_pretrained(pretrained_model_name_or_path, revision=revision, **hub_kwargs)
         check_head_kind(cls, config.model_type, pretrained_model_name_or_path)
+        check_checkpoint_files(config, pretrained_model_name_or_path, revision=revision, **hub_kwargs)
         if config.language_model_included and language_model is None and base_model_name_or_path is None:
             model = super().from_pretrained(
                 pretrained_model_name_or_path, *model_args, config=config, revision=revision, **kwargs
@@ -1138,18 +1140,19 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
         """Load the non-LM weights saved by `save_pretrained` (strictly: every key must match)."""
         from safetensors.torch import load_file
 
+        check_safetensors_file(weights_file)
         state_dict = load_file(os.fspath(weights_file))
         stray = [key for key in state_dict if key.startswith(LANGUAGE_MODEL_PREFIX)]
         own = {k: v for k, v in self.state_dict().items() if not k.startswith(LANGUAGE_MODEL_PREFIX)}
         missing = sorted(set(own) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(own) - set(stray))
         if missing or unexpected:
-            raise ValueError(
+            raise CheckpointError(
                 f"{weights_file} does not match this model: missing {missing[:5]}, unexpected {unexpected[:5]}."
             )
         for key, value in state_dict.items():
             if key in own and own[key].shape != value.shape:
-                raise ValueError(
+                raise CheckpointError(
                     f"{weights_file}: {key} has shape {tuple(value.shape)} but the model expects "
                     f"{tuple(own[key].shape)}."
                 )
@@ -1287,6 +1290,56 @@ def positions_from_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 # The model class each kind of A-LLMRec checkpoint loads into, by `model_type`.
 HEAD_CLASS_NAMES = {"allmrec": "ALLMRecForConditionalGeneration", "allmrec_ranking": "ALLMRecForItemRanking"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint's files cannot be used: unreadable or truncated weights, or files that disagree with each other
+    (a catalog of another size than the CF encoder's). The message names the file."""
+
+
+def check_safetensors_file(path: str | os.PathLike) -> None:
+    """Refuse a `.safetensors` file whose header does not describe the whole file (a download or copy cut short),
+    naming it; only the header is read."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(os.fspath(path), framework="pt"):
+            pass
+    except (SafetensorError, OSError) as err:
+        size = os.path.getsize(path) if os.path.isfile(path) else 0
+        raise CheckpointError(
+            f"{os.fspath(path)} ({size:,} bytes) is not a readable safetensors file ({err}): it was probably "
+            "truncated by an interrupted download or copy; fetch it again."
+        ) from None
+
+
+def count_catalog_items(path: str | os.PathLike) -> int:
+    """The items (non-empty lines) of an `item_catalog.jsonl`."""
+    with open(path, "rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def check_checkpoint_files(config: ALLMRecConfig, pretrained_model_name_or_path, **hub_kwargs) -> None:
+    """Before anything is loaded: the weights file is whole, and a catalog saved beside the model has as many
+    items as its CF encoder (a local folder, or files already in the Hub cache)."""
+    from transformers.utils import cached_file
+
+    def optional(name: str) -> str | None:
+        return cached_file(
+            pretrained_model_name_or_path, name, _raise_exceptions_for_missing_entries=False, **hub_kwargs
+        )
+
+    weights_file = optional(WEIGHTS_NAME)
+    if weights_file is not None:
+        check_safetensors_file(weights_file)
+    catalog_file = optional(CATALOG_FILE_NAME)
+    cf_config = getattr(getattr(config, "aligner_config", None), "cf_config", None)
+    num_items = getattr(cf_config, "num_items", None)
+    if catalog_file is not None and num_items is not None and count_catalog_items(catalog_file) != num_items:
+        raise CheckpointError(
+            f"{catalog_file} holds {count_catalog_items(catalog_file):,} items but the model's CF encoder has "
+            f"{num_items:,}: the catalog beside a checkpoint must be the one it was trained with."
+        )
 
 
 def check_head_kind(model_class: type, model_type: str | None, path) -> None:
@@ -1509,6 +1562,7 @@ def load_lm_adapter(
     adapter_config.inference_mode = True
     peft.inject_adapter_in_model(adapter_config, language_model)
     upcast_lm_adapter(language_model)  # as when it was trained (`apply_lora`)
+    check_safetensors_file(weights_file)
     weights = {key.removeprefix(PEFT_KEY_PREFIX): value for key, value in load_file(weights_file).items()}
     expected = peft.get_peft_model_state_dict(language_model, save_embedding_layers=False)
     missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -569,12 +570,30 @@ class ALLMRecProcessor(ProcessorMixin):
             )
             if path is not None:
                 catalog = ItemCatalog.load(path)
+                _check_catalog_against_model(catalog, path, pretrained_model_name_or_path, hub_kwargs)
         processor.catalog = catalog
         return processor
 
     @property
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "cf_input_ids", "item_ids", "labels"]
+
+
+def _check_catalog_against_model(catalog: ItemCatalog, catalog_file: str, folder, hub_kwargs: dict) -> None:
+    """Refuse a catalog saved beside a model (its `config.json`) whose CF encoder has another number of items."""
+    from transformers.utils import cached_file
+
+    config_file = cached_file(folder, "config.json", _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+    if config_file is None:
+        return
+    with open(config_file, encoding="utf-8") as handle:
+        config = json.load(handle)
+    num_items = ((config.get("aligner_config") or {}).get("cf_config") or {}).get("num_items")
+    if num_items is not None and catalog.num_items != num_items:
+        raise ValueError(
+            f"{catalog_file} holds {catalog.num_items:,} items but the model beside it ({config_file}) has "
+            f"{num_items:,} in its CF encoder: the catalog must be the one the model was trained with."
+        )
 
 
 def _as_lists(value):

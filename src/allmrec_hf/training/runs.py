@@ -42,9 +42,11 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     """Exceptions that report bad input (a file, a field, an id, a folder) rather than a bug: the scripts print
     their message as one line instead of a traceback."""
     from ..data.log import DataFormatError, DataPreparationError
+    from ..modeling_allmrec import CheckpointError
     from ..offline_models import OfflineModelUnavailableError
 
     return (
+        CheckpointError,
         DataFormatError,
         DataPreparationError,
         OfflineModelUnavailableError,
