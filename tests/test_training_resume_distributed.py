@@ -65,6 +65,10 @@ def test_resume_matches_an_uninterrupted_run(stop_at, checkpoint, stage2_command
     assert all(torch.equal(got[name], expected[name]) for name in expected)
     saved_model = load_file(output / "model.safetensors")
     assert all(torch.equal(saved_model[name], expected[name]) for name in expected)
+    # Fixed: train_loss averaged the resumed steps only; it is the whole run's, as uninterrupted.
+    results = json.loads((output / RESULTS_FILE).read_text())
+    assert results["resumed_from_step"] == checkpoint
+    assert results["train_loss"] == pytest.approx(uninterrupted.results["train_loss"], rel=1e-6)
 
     # Once finished, the same command again is skipped: nothing is trained or rewritten.
     results_file = output / RESULTS_FILE
@@ -73,6 +77,21 @@ def test_resume_matches_an_uninterrupted_run(stop_at, checkpoint, stage2_command
     assert again.trainer is None
     assert again.results == json.loads(before[0])
     assert (results_file.read_bytes(), results_file.stat().st_mtime_ns) == before
+
+
+def test_resume_from_a_checkpoint_without_the_loss_record_names_its_train_loss(stage2_command, tmp_path, caplog):
+    """A checkpoint written before the run's loss was recorded: train_loss covers the resumed steps, and says so."""
+    output = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        run_example("train_stage2", stage2_command(output), callbacks=[InterruptAt(5)])
+    state_file = output / "checkpoint-4" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["stateful_callbacks"]["ALLMRecRunLoss"]
+    state_file.write_text(json.dumps(state))
+    with caplog.at_level("WARNING", logger="allmrec_hf"):
+        resumed = run_example("train_stage2", stage2_command(output))
+    assert resumed.results["resumed_from_step"] == 4 and resumed.results["train_loss_from_step"] == 5
+    assert any("train_loss averages steps 5-6 only" in r.getMessage() for r in caplog.records)
 
 
 def test_resume_skips_a_checkpoint_cut_short_while_saving(stage2_command, uninterrupted, tmp_path, caplog):

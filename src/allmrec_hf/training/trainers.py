@@ -34,6 +34,19 @@ logger = logging.getLogger(__name__)
 
 TRAINABLE_WEIGHTS_NAME = "trainable_weights.safetensors"
 TRAINING_ARGS_JSON = "training_args.json"
+RUN_LOSS_STATE = "ALLMRecRunLoss"  # key in trainer_state.json's stateful_callbacks: the run's summed loss so far
+
+
+def saved_run_loss(checkpoint: str | None) -> tuple[float | None, int]:
+    """(summed training loss, global step) recorded in a checkpoint's `trainer_state.json`; (0.0, 0) without a
+    checkpoint, (None, step) for a checkpoint that has no record (written by an older version)."""
+    if not checkpoint:
+        return 0.0, 0
+    with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as handle:
+        state = json.load(handle)
+    record = (state.get("stateful_callbacks") or {}).get(RUN_LOSS_STATE) or {}
+    loss_sum = (record.get("attributes") or {}).get("loss_sum")
+    return (None if loss_sum is None else float(loss_sum)), int(state.get("global_step", 0))
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -68,6 +81,41 @@ class ALLMRecTrainerMixin:
                     logs[name] = round(float(np.mean(values)), 6)
             store.clear()
         super().log(logs, start_time)
+
+    # ------------------------------------------------------------------------------------------ the run's loss
+    # The Trainer's `train_loss` averages the steps run in this call only, so after a resume it describes part of
+    # the run. Each checkpoint records the loss summed over the run so far; a resumed run adds its own to the sum
+    # it resumed from and reports the whole run's mean (and `resumed_from_step`).
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        self._run_loss_before, prior_steps = saved_run_loss(checkpoint if isinstance(checkpoint, str) else None)
+        output = super().train(resume_from_checkpoint, *args, **kwargs)
+        if not prior_steps:
+            return output
+        metrics = dict(output.metrics)
+        metrics["resumed_from_step"] = prior_steps
+        if self._run_loss_before is None:
+            logger.warning(
+                "%s has no record of the loss before step %d: train_loss averages steps %d-%d only "
+                "(train_loss_from_step).", checkpoint, prior_steps, prior_steps + 1, output.global_step
+            )  # fmt: skip
+            metrics["train_loss_from_step"] = prior_steps + 1
+            return output._replace(metrics=metrics)
+        steps_now = output.global_step - prior_steps
+        loss = (self._run_loss_before + output.training_loss * steps_now) / max(output.global_step, 1)
+        metrics["train_loss"] = loss
+        return output._replace(training_loss=loss, metrics=metrics)
+
+    def _save_checkpoint(self, model, trial):
+        this_call = getattr(self, "_total_loss_scalar", 0.0) + float(getattr(self, "_tr_loss", torch.zeros(())).item())
+        before = getattr(self, "_run_loss_before", 0.0)
+        loss_sum = None if before is None else before + this_call
+        self.state.stateful_callbacks[RUN_LOSS_STATE] = {"args": {}, "attributes": {"loss_sum": loss_sum}}
+        super()._save_checkpoint(model, trial)
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def _sharded(self) -> bool:
