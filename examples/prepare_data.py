@@ -29,7 +29,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from allmrec_hf.data import PreparationConfig, prepare_dataset
+from allmrec_hf.data import DataFormatError, PreparationConfig, prepare_dataset
 from allmrec_hf.data.prepared import check_output_dir
 from allmrec_hf.data.readers import READER_FORMATS, check_encoding, read_log
 from allmrec_hf.training.runs import parse_arguments, run_script
@@ -78,6 +78,10 @@ def _reader_kwargs(args: InputArguments) -> dict:
             except json.JSONDecodeError as err:
                 raise SystemExit(f"--{name.replace('columns', 'column_mapping')} is not valid JSON: {err}") from None
     key = str(args.format).strip().lower()
+    if key not in READER_FORMATS:
+        raise SystemExit(
+            f"--format {args.format!r} is not a format this script reads; use one of {', '.join(READER_FORMATS)}."
+        )
     if args.meta_path and not args.item_path and not key.startswith("amazon"):
         raise SystemExit(
             f"--meta_path is for the Amazon formats; format {args.format!r} takes none"
@@ -122,7 +126,12 @@ def main(argv: list[str] | None = None) -> str:
     if config.preset is None and inputs.format == "ml-100k":
         config.preset = "ml-100k"
 
-    log = read_log(inputs.format, inputs.input_path, **_reader_kwargs(inputs))
+    try:  # the readers raise ValueError for bad arguments (format, column mapping, encoding); data errors name the file
+        log = read_log(inputs.format, inputs.input_path, **_reader_kwargs(inputs))
+    except ValueError as err:
+        if isinstance(err, DataFormatError):
+            raise
+        raise SystemExit(str(err)) from None
     logger.info("Read %r", log)
     data = prepare_dataset(log, config)
     data.save(output_dir, overwrite=inputs.overwrite_output_dir)

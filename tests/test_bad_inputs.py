@@ -30,6 +30,13 @@ def inputs(tmp: Path) -> dict[str, str]:
         "items": write(tmp / "items.csv", "item_id,title\n1,Heat\n2,Babe\n"),
         "wrong_columns": write(tmp / "wrong_columns.csv", "user,item,timestamp\nu,1,5\n"),
         "a_file": write(tmp / "a_file.txt", "notes"),
+        "bad_rating": write(tmp / "bad_rating.csv", "user_id,item_id,rating,timestamp\nu,1,5,10\nu,2,x,11\n"),
+        "bad_fields": write(tmp / "bad_fields.csv", "user_id,item_id,rating,timestamp\nu,1,5,10\nu,2,5\n"),
+        "empty_id": write(tmp / "empty_id.csv", "user_id,item_id,rating,timestamp\nu,1,5,10\n,2,5,11\n"),
+        "bad_time": write(tmp / "bad_time.csv", "user_id,item_id,rating,timestamp\nu,1,5,10\nu,2,5,soon\n"),
+        "truncated_gz": _truncated_gzip(tmp / "truncated.csv.gz"),
+        "prepared": _fake_prepared_dataset(tmp / "prepared"),
+        "checkpoints": _folder_with(tmp / "outputs", "checkpoint-500/trainer_state.json"),
         "latin1": write(tmp / "latin1.csv", "user_id,item_id,timestamp\nRen\xe9,1,5\n", encoding="latin-1"),
     }
 
@@ -63,6 +70,40 @@ PREPARE_CASES = [
     ("unknown_encoding", "--format csv --input_path {latin1} --encoding nope", "--encoding: unknown encoding 'nope'"),
     ("utf16_encoding", "--format csv --input_path {latin1} --encoding utf-16", "convert the file to UTF-8"),
     ("encoding_with_amazon", "--format amazon2018 --input_path {latin1} --encoding latin-1", "--encoding is for"),
+    # the cases that already worked when the corpus was started
+    (
+        "bad_rating",
+        "--format csv --input_path {bad_rating}",
+        "bad_rating.csv, line 3, field 'rating': not a number: 'x'",
+    ),
+    ("bad_fields", "--format csv --input_path {bad_fields}", "line 3: expected 4 fields separated by ',', found 3"),
+    ("empty_id", "--format csv --input_path {empty_id}", "line 3, field 'user_id': missing (empty) id"),
+    ("bad_timestamp", "--format csv --input_path {bad_time}", "field 'timestamp': not a number or a date/time: 'soon'"),
+    ("truncated_gzip", "--format csv --input_path {truncated_gz}", "cannot read (corrupt compressed data?)"),
+    ("folder_as_file", "--format csv --input_path {tmp}", "expected the interactions file, found a folder"),
+    (
+        "bad_mapping_json",
+        "--format csv --input_path {bad_rating} --column_mapping {{bad",
+        "--column_mapping is not valid JSON",
+    ),
+    ("missing_unisrec_folder", "--format unisrec --input_path {tmp}/missing", "UniSRec folder not found"),
+    ("unknown_sampling", "--negative_sampling nope", "negative_sampling must be one of"),
+    ("zero_few_shot", "--few_shot_users 0", "few_shot_users must be positive user counts"),
+    ("negative_negatives", "--num_negatives -1", "num_negatives must be >= 0"),
+    ("both_item_flags", "--format csv --input_path {bad_rating} --meta_path {items} --item_path {items}", "not both"),
+    ("prepared_without_overwrite", "--format csv --input_path {bad_rating} --out {prepared}", "--overwrite_output_dir"),
+    (
+        "checkpoints_even_with_overwrite",
+        "--format csv --input_path {bad_rating} --out {checkpoints} --overwrite_output_dir",
+        "checkpoint-500",
+    ),
+    # fixed here: these two gave a traceback
+    ("unknown_format", "--format nope --input_path {bad_rating}", "--format 'nope' is not a format this script reads"),
+    (
+        "unknown_mapped_column",
+        '--format csv --input_path {bad_rating} --column_mapping {{"uid":"u"}}',
+        "unknown interaction column(s) ['uid']",
+    ),
     ("output_is_a_file", "--format csv --input_path {no_ratings} --item_path {items} --out {a_file}", "is a file"),
 ]
 
@@ -75,15 +116,41 @@ def test_prepare_data_refuses_in_one_line(arguments, fragment, tmp_path, capsys)
     if "--out" in argv:
         out = argv.pop(argv.index("--out") + 1)
         argv.remove("--out")
-    before = sorted(os.listdir(tmp_path))
+    before = tree(tmp_path)
     module = _load_prepare_data()
     with pytest.raises(SystemExit) as exit_info:
         run_script(module.main, [*argv, "--output_dir", out])
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and ": error: " in lines[0] and fragment in lines[0], lines
-    assert sorted(os.listdir(tmp_path)) == before  # nothing written, nothing removed
+    assert tree(tmp_path) == before  # nothing written, changed or removed, at any depth
     assert Path(files["a_file"]).read_text() == "notes"
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under `root` (relative path -> contents) and every folder (-> b"<dir>")."""
+    return {str(path.relative_to(root)): b"<dir>" if path.is_dir() else path.read_bytes() for path in root.rglob("*")}
+
+
+def _truncated_gzip(path: Path) -> str:
+    import gzip
+
+    data = gzip.compress(b"user_id,item_id\n" + b"u,1\n" * 1000)
+    path.write_bytes(data[: len(data) // 2])
+    return str(path)
+
+
+def _folder_with(folder: Path, *files: str) -> str:
+    for name in files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("{}")
+    return str(folder)
+
+
+def _fake_prepared_dataset(folder: Path) -> str:
+    from allmrec_hf.data.prepared import METADATA_FILE
+
+    return _folder_with(folder, METADATA_FILE)
 
 
 def _load_prepare_data():

@@ -37,7 +37,7 @@ def _existing_file(path: PathLike, what: str = "file") -> Path:
     """`path` as a `Path`, after checking that it is a file (FileNotFoundError naming it otherwise)."""
     file = Path(path)
     if file.is_dir():
-        raise DataFormatError(f"expected a {what}, found a folder", path=str(file))
+        raise DataFormatError(f"expected the {what}, found a folder", path=str(file))
     if not file.is_file():
         raise FileNotFoundError(f"{what} not found: {file}")
     return file
