@@ -284,3 +284,13 @@ def stage2_runs(cf_run, stage1_run, tiny_dataset, lm_dir, training_root) -> dict
             + EVAL_STAGE2_ARGS,
         )
     return runs
+
+
+@pytest.fixture(scope="session")
+def ranking_run(cf_run, tiny_dataset, lm_dir, training_root):
+    """The script from the CF checkpoint: 16 users, batch 4, 4 epochs, evaluated and checkpointed every epoch."""
+    from training_helpers import ranking_command, run_example
+
+    output = training_root / "ranking_head"
+    command = ranking_command(tiny_dataset, lm_dir("llama"), output, ["--cf_model_path", cf_run.output_dir])
+    return run_example("train_ranking_head", command)

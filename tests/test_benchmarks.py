@@ -150,3 +150,16 @@ def test_ranking_vs_generation_times_the_ranking_head_on_the_same_users(
     target = results["head_target"]
     assert target["required_speedup"] == 20 and target["met"] == (target["faster"] and target["as_good"])
     assert math.isfinite(target["speedup"]) and math.isfinite(target["speedup_whole_catalog"])
+
+
+def test_batch_recommend_times_the_loop_and_the_batch_job(ranking_run, tiny_dataset, tmp_path):
+    bench = benchmark_module("batch_recommend")
+    output = tmp_path / "result.json"
+    argv = ["--model_path", ranking_run.output_dir, "--dataset_dir", tiny_dataset, "--num_users", "6", "--k", "3"]
+    argv += ["--batch_size", "4", "--lm_dtype", "float32", "--output_json", str(output)]
+    result = bench.main(argv)
+    assert json.loads(output.read_text()) == result
+    assert list(result["modes"]) == ["recommend() user by user", "recommend.py, 1 process", "recommend.py, 2 processes"]
+    assert all(m["users_per_second"] > 0 and math.isfinite(m["vs_loop"]) for m in result["modes"].values())
+    assert result["modes"]["recommend.py, 2 processes"]["users"] == 6
+    assert set(result["share_of_users_with_the_loops_items"].values()) == {1.0}  # float32: the same items

@@ -21,24 +21,7 @@ from allmrec_hf.data import PreparedDataset
 from allmrec_hf.model_card import SCORING
 from allmrec_hf.training.collators import RankingCollator
 from allmrec_hf.training.trainers import RankingTrainer
-from training_helpers import NUM_ITEMS, InterruptAt, Interrupted, run_example
-
-RANKING_ARGS = ["--ranking_history_length", "5", "--max_history_length", "20", "--ranking_hidden_size", "16"]
-RANKING_ARGS += ["--per_device_train_batch_size", "4", "--learning_rate", "3e-2", "--num_train_epochs", "4"]
-RANKING_ARGS += ["--logging_steps", "1", "--bf16", "false", "--early_stopping_patience", "10"]
-RANKING_ARGS += ["--cut_points", "1", "--lr_scheduler_type", "constant"]  # 4 steps per epoch, a steady rate
-
-
-def ranking_command(dataset_dir: str, lm: str, output, source: list[str], *extra: str) -> list[str]:
-    return ["--dataset_dir", dataset_dir, "--llm", lm, "--output_dir", str(output), *source, *RANKING_ARGS, *extra]
-
-
-@pytest.fixture(scope="module")
-def ranking_run(cf_run, tiny_dataset, lm_dir, training_root):
-    """The script from the CF checkpoint: 16 users, batch 4, 4 epochs, evaluated and checkpointed every epoch."""
-    output = training_root / "ranking_head"
-    command = ranking_command(tiny_dataset, lm_dir("llama"), output, ["--cf_model_path", cf_run.output_dir])
-    return run_example("train_ranking_head", command)
+from training_helpers import NUM_ITEMS, InterruptAt, Interrupted, ranking_command, run_example
 
 
 def _rows(*rows):

@@ -203,14 +203,26 @@ def run_two_processes(
     env: dict | None = None,
     common_args=COMMON_ARGS,
     script: str = "examples/train_stage2.py",
+    ddp_backend_arg: bool = True,
 ) -> subprocess.CompletedProcess:
-    """`script args` in 2 CPU processes (torchrun, gloo)."""
+    """`script args` in 2 CPU processes (torchrun, gloo; `--ddp_backend gloo` is passed to Trainer scripts)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"} | (env or {})
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     command += ["--master_port", str(free_port())]
-    command += [*(launcher or []), script, *args, *common_args, "--ddp_backend", "gloo"]
+    command += [*(launcher or []), script, *args, *common_args, *(["--ddp_backend", "gloo"] if ddp_backend_arg else [])]
     process = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
     return process
+
+
+# ranking-head runs on the tiny data (tests/test_training_ranking.py, tests/test_recommend_batch.py)
+RANKING_ARGS = ["--ranking_history_length", "5", "--max_history_length", "20", "--ranking_hidden_size", "16"]
+RANKING_ARGS += ["--per_device_train_batch_size", "4", "--learning_rate", "3e-2", "--num_train_epochs", "4"]
+RANKING_ARGS += ["--logging_steps", "1", "--bf16", "false", "--early_stopping_patience", "10"]
+RANKING_ARGS += ["--cut_points", "1", "--lr_scheduler_type", "constant"]  # 4 steps per epoch, a steady rate
+
+
+def ranking_command(dataset_dir: str, lm: str, output, source: list[str], *extra: str) -> list[str]:
+    return ["--dataset_dir", dataset_dir, "--llm", lm, "--output_dir", str(output), *source, *RANKING_ARGS, *extra]
