@@ -188,3 +188,19 @@ def test_a_bug_keeps_its_traceback():
 
     with pytest.raises(KeyError):
         run_script(broken)
+
+
+@pytest.mark.parametrize("script", ["train_stage1", "train_ranking_head"])
+def test_a_folder_that_is_not_a_cf_checkpoint_is_one_line(script, tiny_dataset, tmp_path, capsys):
+    """Fixed: CheckpointMismatchError (a checkpoint of the wrong kind, or none) printed a traceback."""
+    from training_helpers import example_module
+
+    (tmp_path / "notes").mkdir()
+    argv = ["--dataset_dir", tiny_dataset, "--output_dir", str(tmp_path / "out")]
+    argv += ["--cf_model_path", str(tmp_path / "notes")]
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(example_module(script).main, [*argv, "--report_to", "none", "--use_cpu", "true"])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "is not a model checkpoint: it has no config.json" in lines[0], lines
+    assert not (tmp_path / "out").exists()

@@ -44,9 +44,11 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from ..data.log import DataFormatError, DataPreparationError
     from ..modeling_allmrec import CheckpointError
     from ..offline_models import OfflineModelUnavailableError
+    from .builders import CheckpointMismatchError
 
     return (
         CheckpointError,
+        CheckpointMismatchError,
         DataFormatError,
         DataPreparationError,
         OfflineModelUnavailableError,
