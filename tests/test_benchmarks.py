@@ -163,3 +163,13 @@ def test_batch_recommend_times_the_loop_and_the_batch_job(ranking_run, tiny_data
     assert all(m["users_per_second"] > 0 and math.isfinite(m["vs_loop"]) for m in result["modes"].values())
     assert result["modes"]["recommend.py, 2 processes"]["users"] == 6
     assert set(result["share_of_users_with_the_loops_items"].values()) == {1.0}  # float32: the same items
+
+
+def test_gpu_check_runs_at_toy_size_on_the_cpu(tmp_path):
+    bench = benchmark_module("gpu_check")
+    result = bench.main(["--smoke", "--output_json", str(tmp_path / "gpu.json")])
+    assert json.loads((tmp_path / "gpu.json").read_text()) == result
+    for name in ("ranking-head training", "stage-2 training"):
+        assert result[name]["samples_per_s"] > 0 and result[name]["flop_per_step"] > 0 and result[name]["finite_loss"]
+    assert result["ranking head, whole catalog"]["users_per_s"] > 0 and result["generation"]["users_per_s"] > 0
+    assert result["two_gpu"] == "skipped: only one GPU"
