@@ -20,6 +20,7 @@ batching users changes sums in the last bits, which can swap two items with near
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -74,12 +75,19 @@ def run_job(args, histories_path: str, output_dir: str, processes: int) -> dict:
         return json.load(handle)
 
 
-def job_items(output_dir: str) -> dict[str, list[str]]:
-    sys.path.insert(0, os.path.dirname(SCRIPT))
-    from recommend import read_recommendations  # examples/recommend.py
+def recommend_script():
+    """examples/recommend.py as a module, loaded from its file: putting examples/ on sys.path would let
+    examples/evaluate.py shadow the `evaluate` package for everything imported later in this process."""
+    spec = importlib.util.spec_from_file_location("allmrec_examples_recommend", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
+
+def job_items(output_dir: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    for row in read_recommendations(output_dir).to_pylist():
+    for row in recommend_script().read_recommendations(output_dir).to_pylist():
         out.setdefault(row["user"], []).append(row["item_id"])
     return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import sys
 
 from training_helpers import REPO
@@ -163,6 +164,8 @@ def test_batch_recommend_times_the_loop_and_the_batch_job(ranking_run, tiny_data
     assert all(m["users_per_second"] > 0 and math.isfinite(m["vs_loop"]) for m in result["modes"].values())
     assert result["modes"]["recommend.py, 2 processes"]["users"] == 6
     assert set(result["share_of_users_with_the_loops_items"].values()) == {1.0}  # float32: the same items
+    # examples/ must not stay on sys.path: its evaluate.py would shadow the `evaluate` package for later tests
+    assert os.path.dirname(bench.SCRIPT) not in sys.path
 
 
 def test_gpu_check_runs_at_toy_size_on_the_cpu(tmp_path):
