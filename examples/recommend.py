@@ -1,6 +1,10 @@
 #!/usr/bin/env python
-"""Recommend for every user: the top `--k` items of the whole catalog from a ranking-head checkpoint
-(`examples/train_ranking_head.py`), one LM forward per user, written as Parquet (or JSONL) shards.
+"""Recommend for every user: the top `--k` items of the whole catalog, written as Parquet (or JSONL) shards, from
+- a ranking-head checkpoint (`examples/train_ranking_head.py`): one LM forward per user scores every item;
+- or the paper's model (`examples/train_stage2.py`, A-LLMRec or MLP-LLM) in ranking mode: the CF model retrieves
+  each user's `--num_retrieved` best items from the catalog (seen and disallowed items left out first) and the LM
+  reranks them by the likelihood of their titles (`score` is that log-likelihood). Far slower: the LM reads every
+  retrieved title.
 
 Histories come from one of:
 - a prepared dataset (`--dataset_dir`): every user's whole known sequence;
@@ -44,9 +48,10 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from allmrec_hf import ALLMRecForItemRanking, ALLMRecProcessor
+from allmrec_hf import ALLMRecForConditionalGeneration, ALLMRecForItemRanking, ALLMRecProcessor
 from allmrec_hf.data import PreparedDataset
 from allmrec_hf.data.readers import READER_FORMATS, check_encoding, read_log
+from allmrec_hf.training.builders import checkpoint_model_type
 from allmrec_hf.training.runs import end_distributed_run, parse_arguments, run_script
 
 logger = logging.getLogger("recommend")
@@ -62,7 +67,9 @@ SCHEMA = pa.schema(
 
 @dataclass
 class RecommendArguments:
-    model_path: str = field(metadata={"help": "A ranking-head checkpoint (examples/train_ranking_head.py)."})
+    model_path: str = field(
+        metadata={"help": "A ranking-head checkpoint (train_ranking_head.py) or the paper's model (train_stage2.py)."}
+    )
     output_dir: str = field(metadata={"help": "Where the shards and manifest.json go."})
     dataset_dir: str | None = field(default=None, metadata={"help": "A prepared dataset: every user's sequence."})
     format: str | None = field(default=None, metadata={"help": f"A raw log's format: {', '.join(READER_FORMATS)}."})
@@ -79,6 +86,9 @@ class RecommendArguments:
     keep_seen: bool = field(default=False, metadata={"help": "Also recommend items in the user's history."})
     allowed_items: str | None = field(
         default=None, metadata={"help": "A file of external item ids (one per line): recommend only these."}
+    )
+    num_retrieved: int = field(
+        default=20, metadata={"help": "The paper's model: items the CF model retrieves per user for the LM to rerank."}
     )
     batch_size: int = field(default=16, metadata={"help": "Users per LM forward."})
     shard_size: int = field(default=1024, metadata={"help": "Users per output shard."})
@@ -101,10 +111,12 @@ class RecommendArguments:
             raise SystemExit("--input_path needs --format (one of " + ", ".join(READER_FORMATS) + ").")
         if self.format and not self.input_path:
             raise SystemExit("--format reads the log given by --input_path; give it.")
-        for name in ("k", "batch_size", "shard_size"):
+        for name in ("k", "batch_size", "shard_size", "num_retrieved"):
             value = getattr(self, name)
             if value < 1:
                 raise SystemExit(f"--{name} must be a positive integer, got {value}.")
+        if self.num_retrieved < self.k:
+            raise SystemExit(f"--num_retrieved ({self.num_retrieved}) must be at least --k ({self.k}).")
         if self.output_format not in OUTPUT_FORMATS:
             raise SystemExit(f"--output_format must be one of {OUTPUT_FORMATS}, got {self.output_format!r}.")
         if self.lm_dtype and not isinstance(getattr(torch, self.lm_dtype, None), torch.dtype):
@@ -254,6 +266,7 @@ def settings_of(args: RecommendArguments, histories: Histories) -> dict:
         "shard_size": args.shard_size,
         "output_format": args.output_format,
         "batch_size": args.batch_size,
+        "num_retrieved": args.num_retrieved,
         "lm_dtype": args.lm_dtype,
         "histories_sha256": digest.hexdigest(),
         "num_users": len(histories.users),
@@ -322,20 +335,21 @@ def write_shard(path: str, rows: dict[str, list], output_format: str) -> None:
 
 
 # ============================================================================================== scoring
-@torch.no_grad()
-def recommend_batch(model, processor, histories: list[list[int]], k: int, keep_seen: bool,
-                    allowed: torch.Tensor | None) -> tuple[list[list[int]], list[list[float]]]:  # fmt: skip
-    """The top `k` catalog indices and scores of each history (fewer when fewer items are left)."""
-    device = model.item_head.linear_1.weight.device
-    batch = processor.ranking_inputs(histories)
-    scores = model.score_candidates(**{key: value.to(device) for key, value in batch.items()}).float()
+def candidate_mask(scores: torch.Tensor, histories: list[list[int]], keep_seen: bool,
+                   allowed: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+    """`scores` `(users, num_items + 1)` with padding, disallowed and (unless `keep_seen`) seen items at `-inf`."""
     scores[:, 0] = float("-inf")  # padding
     if allowed is not None:
-        scores[:, ~allowed.to(device)] = float("-inf")
+        scores[:, ~allowed.to(scores.device)] = float("-inf")
     if not keep_seen:
         for row, history in enumerate(histories):
             if history:
-                scores[row, torch.tensor(sorted(set(history)), device=device)] = float("-inf")
+                scores[row, torch.tensor(sorted(set(history)), device=scores.device)] = float("-inf")
+    return scores
+
+
+def top_items(scores: torch.Tensor, k: int) -> tuple[list[list[int]], list[list[float]]]:
+    """Each row's best `k` columns and scores, best first, leaving out `-inf` ones (fewer when fewer are left)."""
     top = scores.topk(min(k, scores.shape[1]), dim=1)
     items, values = [], []
     for row_items, row_scores in zip(top.indices.tolist(), top.values.tolist(), strict=True):
@@ -345,18 +359,58 @@ def recommend_batch(model, processor, histories: list[list[int]], k: int, keep_s
     return items, values
 
 
-def load_model(args: RecommendArguments, device) -> tuple[ALLMRecForItemRanking, ALLMRecProcessor]:
+@torch.no_grad()
+def recommend_batch(model, processor, histories: list[list[int]], k: int, keep_seen: bool,
+                    allowed: torch.Tensor | None) -> tuple[list[list[int]], list[list[float]]]:  # fmt: skip
+    """The ranking head: the top `k` catalog indices and scores of each history (fewer when fewer items are left)."""
+    device = model.item_head.linear_1.weight.device
+    batch = processor.ranking_inputs(histories)
+    scores = model.score_candidates(**{key: value.to(device) for key, value in batch.items()}).float()
+    return top_items(candidate_mask(scores, histories, keep_seen, allowed), k)
+
+
+@torch.no_grad()
+def retrieve_and_rerank_batch(model, processor, histories: list[list[int]], k: int, keep_seen: bool,
+                              allowed: torch.Tensor | None, num_retrieved: int):  # fmt: skip
+    """The paper's model: the CF model's best `num_retrieved` items of each history (seen and disallowed items left
+    out), reranked by the LM's title likelihood; the top `k` catalog indices and log-likelihoods."""
+    device = model.item_projector.linear_1.weight.device
+    cf_input_ids = processor(histories=histories)["cf_input_ids"].to(device)
+    cf_scores = candidate_mask(model.recommender.cf_model.score_all_items(cf_input_ids).float(), histories,
+                               keep_seen, allowed)  # fmt: skip
+    retrieved, _ = top_items(cf_scores, num_retrieved)
+    items: list[list[int]] = [[] for _ in histories]
+    values: list[list[float]] = [[] for _ in histories]
+    rows = [row for row, candidates in enumerate(retrieved) if candidates]  # a user with nothing left gets nothing
+    for width in sorted({len(retrieved[row]) for row in rows}):  # one candidate width per LM batch
+        group = [row for row in rows if len(retrieved[row]) == width]
+        ranked = model.rank_candidates(processor, [histories[r] for r in group], [retrieved[r] for r in group], k)
+        for row, recs in zip(group, ranked, strict=True):
+            items[row] = [rec["item"] for rec in recs]
+            values[row] = [float(rec["score"]) for rec in recs]
+    return items, values
+
+
+def load_model(args: RecommendArguments, device):
+    """The checkpoint's model (a ranking head, or the paper's model for retrieve-then-rerank) and its processor."""
+    kind = checkpoint_model_type(args.model_path)
+    if kind not in ("allmrec_ranking", "allmrec"):
+        raise SystemExit(
+            f"{args.model_path} is a {kind or 'unknown'!r} checkpoint: recommend.py takes a ranking head "
+            "(train_ranking_head.py) or the paper's model (train_stage2.py)."
+        )
     kwargs = {}
     if args.lm_dtype:
         kwargs["dtype"] = getattr(torch, args.lm_dtype)
     if args.attn_implementation:
         kwargs["attn_implementation"] = args.attn_implementation
-    model = ALLMRecForItemRanking.from_pretrained(args.model_path, **kwargs).to(device).eval()
+    model_class = ALLMRecForItemRanking if kind == "allmrec_ranking" else ALLMRecForConditionalGeneration
+    model = model_class.from_pretrained(args.model_path, **kwargs).to(device).eval()
     processor = ALLMRecProcessor.from_pretrained(args.model_path)
     if processor.catalog is None:
         raise SystemExit(f"{args.model_path} has no item catalog (item_catalog.jsonl) to recommend from.")
     model.check_processor(processor)
-    if model.config.item_head_input == "text" and model.text_item_latents is None:
+    if kind == "allmrec_ranking" and model.config.item_head_input == "text" and model.text_item_latents is None:
         model.compute_text_item_latents(processor)
     return model, processor
 
@@ -399,9 +453,13 @@ def main(argv: list[str] | None = None) -> dict:
         rows: dict[str, list] = {name: [] for name in SCHEMA.names}
         for first in range(users.start, users.stop, args.batch_size):
             chunk = list(range(first, min(first + args.batch_size, users.stop)))
-            items, scores = recommend_batch(
-                model, processor, [histories.items[u] for u in chunk], args.k, args.keep_seen, allowed
-            )
+            chunk_histories = [histories.items[u] for u in chunk]
+            if isinstance(model, ALLMRecForItemRanking):
+                items, scores = recommend_batch(model, processor, chunk_histories, args.k, args.keep_seen, allowed)
+            else:
+                items, scores = retrieve_and_rerank_batch(
+                    model, processor, chunk_histories, args.k, args.keep_seen, allowed, args.num_retrieved
+                )
             for user, row_items, row_scores in zip(chunk, items, scores, strict=True):
                 short_users += len(row_items) < args.k
                 for rank, (item, score) in enumerate(zip(row_items, row_scores, strict=True), 1):

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from allmrec_hf import ALLMRecForItemRanking, ALLMRecProcessor
+from allmrec_hf import ALLMRecForConditionalGeneration, ALLMRecForItemRanking, ALLMRecProcessor
 from allmrec_hf.data import PreparedDataset
 from training_helpers import example_module, run_two_processes
 
@@ -156,6 +156,48 @@ def test_a_raw_log_is_read_in_time_order(recommend, ranking_run, tmp_path):
     assert recommend.read_recommendations(tmp_path / "log").equals(recommend.read_recommendations(tmp_path / "file"))
 
 
+def test_the_papers_model_retrieves_with_its_cf_model_and_reranks_with_the_lm(
+    recommend, stage2_runs, tiny_dataset, tmp_path
+):
+    run = stage2_runs["a-llmrec"]
+    allowed = tmp_path / "allowed.txt"
+    data = PreparedDataset.load(tiny_dataset)
+    allowed_ids = [data.catalog.item_id(i) for i in range(1, data.num_items + 1, 2)]  # every other item
+    allowed.write_text("\n".join(allowed_ids) + "\n")
+    output = tmp_path / "out"
+    manifest = recommend.main(["--model_path", run.output_dir, "--output_dir", str(output), "--k", "3",
+                               "--num_retrieved", "6", "--dataset_dir", tiny_dataset, "--allowed_items", str(allowed),
+                               "--batch_size", "4"])  # fmt: skip
+    assert manifest["settings"]["num_retrieved"] == 6 and manifest["rows"] == data.num_users * 3
+    got = by_user(recommend.read_recommendations(output))
+
+    model = ALLMRecForConditionalGeneration.from_pretrained(run.output_dir).eval()
+    processor = ALLMRecProcessor.from_pretrained(run.output_dir)
+    _, items, offsets = data.sequences()
+    keep = torch.zeros(data.num_items + 1, dtype=torch.bool)
+    keep[[processor.catalog.index(i) for i in allowed_ids]] = True
+    for user_index, user in enumerate(data.user_ids):
+        history = items[offsets[user_index] : offsets[user_index + 1]].tolist()
+        cf_scores = model.recommender.cf_model.score_all_items(processor(histories=[history])["cf_input_ids"])[0]
+        cf_scores[~keep] = float("-inf")
+        cf_scores[sorted(set(history))] = float("-inf")
+        retrieved = cf_scores.topk(6).indices.tolist()  # what the CF model retrieves, then the LM's order
+        expected = model.rank_candidates(processor, [history], [retrieved], k=3)[0]
+        rows = got[user]
+        assert [r[1] for r in rows] == [rec["item_id"] for rec in expected], user
+        assert [r[2] for r in rows] == pytest.approx([rec["score"] for rec in expected], rel=1e-4, abs=1e-4)
+        assert {r[1] for r in rows} <= set(allowed_ids) and not {processor.catalog.index(r[1]) for r in rows} & set(
+            history
+        )
+
+
+def test_a_checkpoint_of_another_kind_is_refused(recommend, cf_run, tmp_path):
+    with pytest.raises(SystemExit, match=r"is a 'sasrec' checkpoint: recommend.py takes a ranking head"):
+        recommend.main(["--model_path", cf_run.output_dir, "--output_dir", str(tmp_path / "out"), "--dataset_dir",
+                        str(tmp_path)])  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -163,6 +205,7 @@ def test_a_raw_log_is_read_in_time_order(recommend, ranking_run, tmp_path):
         (["--histories_path", "h.jsonl", "--format", "csv"], "--format reads the log given by --input_path"),
         (["--input_path", "log.csv"], "--input_path needs --format"),
         (["--histories_path", "x.jsonl", "--k", "0"], "--k must be a positive integer"),
+        (["--histories_path", "x.jsonl", "--num_retrieved", "3"], r"--num_retrieved \(3\) must be at least --k \(5\)"),
         (["--histories_path", "missing.jsonl"], "histories file not found"),
     ],
 )
