@@ -56,19 +56,20 @@ from allmrec_hf.evaluation.evaluator import (
     lm_full_catalog_ranks,
     map_items,
     processor_for_catalog,
-    ranking_head_outputs,
+    ranking_head_variants,
     scenario_metrics,
     select_rows,
     text_item_latents,
     training_item_counts,
 )
 from allmrec_hf.evaluation.report import markdown_report, plot_results
-from allmrec_hf.model_card import CF_NAMES, finite_values, update_model_cards
+from allmrec_hf.model_card import CF_NAMES, METHOD_TITLES, finite_values, update_model_cards
 from allmrec_hf.offline_models import resolve_model_path
 from allmrec_hf.training.builders import CF_MODEL_TYPES, check_catalog, checkpoint_model_type, load_cf_model
 from allmrec_hf.training.runs import run_script
 
 logger = logging.getLogger("evaluate")
+RANKING_HEAD = METHOD_TITLES["ranking"]
 
 
 @dataclass
@@ -455,22 +456,36 @@ def main(argv: list[str] | None = None) -> dict:
     # ------------------------------------------------------------------ the ranking head
     if ranking_head is not None:
         model, processor = ranking_head
-        name = "A-LLMRec ranking head"
-        results["methods"][name] = {"kind": "ranking", "checkpoint": os.path.abspath(args.ranking_model_path)}
+        weight = float(model.config.cf_score_weight)
+        head_cf = CF_NAMES.get(model.cf_model.config.model_type, model.cf_model.config.model_type)
+        # The shipped scores, and the pure head beside them when the checkpoint adds the CF model's own score.
+        variants = {RANKING_HEAD: weight} if not weight else {f"{RANKING_HEAD} + {head_cf} score": weight,
+                                                              f"{RANKING_HEAD} (no {head_cf} term)": 0.0}  # fmt: skip
         start = time.perf_counter()
-        # One forward per user over the whole catalog gives both the candidate scores and the full-catalog rank.
-        scores, ranks = ranking_head_outputs(model, processor, rows, args.batch_size, args.disable_tqdm, name)
-        record(name, scenario_metrics(rows, data.catalog, scores=scores, ks=ks))
-        if test_rows is not None:
-            index = {(user, target): i for i, (user, target) in enumerate(zip(rows.users, rows.targets, strict=True))}
-            picked = [index.get(key) for key in zip(test_rows.users, test_rows.targets, strict=True)]
-            if None in picked:  # not the same rows (not expected): score the full-catalog users on their own
-                _, test_ranks = ranking_head_outputs(model, processor, test_rows, args.batch_size, args.disable_tqdm)
-            else:
-                test_ranks = ranks[picked]
-            results["full_catalog"]["results"][name] = full_catalog_metrics(test_ranks, ks)
-        results["timing_seconds"][name] = {"ranking": round(time.perf_counter() - start, 2)}
-        logger.info("%s done: %s", name, results["timing_seconds"][name])
+        # One forward per user over the whole catalog gives the candidate scores and the full-catalog rank of each.
+        outputs = ranking_head_variants(
+            model, processor, rows, list(variants.values()), args.batch_size, args.disable_tqdm, RANKING_HEAD
+        )
+        index = {(user, target): i for i, (user, target) in enumerate(zip(rows.users, rows.targets, strict=True))}
+        picked = [index.get(key) for key in zip(test_rows.users, test_rows.targets, strict=True)] if test_rows else []
+        if test_rows is not None and None in picked:  # not the same rows (not expected): score them on their own
+            test_outputs = ranking_head_variants(
+                model, processor, test_rows, list(variants.values()), args.batch_size, args.disable_tqdm
+            )
+        for name, variant_weight in variants.items():
+            results["methods"][name] = {
+                "kind": "ranking",
+                "checkpoint": os.path.abspath(args.ranking_model_path),
+                "cf_score_weight": variant_weight,
+                **({"variant": f"the head without the {head_cf} score"} if variant_weight != weight else {}),
+            }
+            scores, ranks = outputs[variant_weight]
+            record(name, scenario_metrics(rows, data.catalog, scores=scores, ks=ks))
+            if test_rows is not None:
+                test_ranks = test_outputs[variant_weight][1] if None in picked else ranks[picked]
+                results["full_catalog"]["results"][name] = full_catalog_metrics(test_ranks, ks)
+        results["timing_seconds"][RANKING_HEAD] = {"ranking": round(time.perf_counter() - start, 2)}
+        logger.info("%s done: %s", RANKING_HEAD, results["timing_seconds"][RANKING_HEAD])
 
     if cross_domain is not None:
         _evaluate_cross_domain(args, cross_domain, data, cf_model, cf_name, loaded, checkpoints, modes, ks, results)

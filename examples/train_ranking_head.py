@@ -28,6 +28,8 @@ from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
 
 from allmrec_hf import PromptTemplate
 from allmrec_hf.data import PreparedDataset
+from allmrec_hf.evaluation.fusion import choose_cf_score_weight, fused_scores
+from allmrec_hf.evaluation.metrics import ranking_metrics, target_ranks
 from allmrec_hf.model_card import write_model_card
 from allmrec_hf.training.arguments import DataArguments, RankingModelArguments, RankingTrainingArguments
 from allmrec_hf.training.builders import build_stage2_model, load_aligner, load_cf_model
@@ -64,7 +66,33 @@ def ranking_config_fields(model_args: RankingModelArguments) -> dict:
         "temperature": model_args.temperature,
         "distillation_weight": model_args.distillation_weight,
         "uniformity_weight": model_args.uniformity_weight,
+    }  # cf_score_weight is set after training (chosen on validation with 'auto')
+
+
+def final_evaluation(trainer: RankingTrainer, test_rows, weight: float | None, results: dict) -> float:
+    """Validation and test figures of the kept epoch into `results`, with the CF score added at `weight` (None:
+    the weight that maximises validation NDCG@10, `choose_cf_score_weight`); the pure head's figures beside them
+    (`eval_head_only_*`, `test_head_only_*`) when the weight is not 0. Returns the weight."""
+    parts = {
+        "eval": trainer.candidate_score_parts(trainer.eval_dataset),
+        "test": trainer.candidate_score_parts(test_rows),
     }
+    if weight is None:
+        choice = choose_cf_score_weight(*parts["eval"], metric=trainer.args.metric_for_best_model or "ndcg@10")
+        weight = choice.weight
+        results["cf_score_weight_search"] = choice.to_dict()
+        logger.info("CF score weight chosen on validation: %.4g (%g x the spread ratio %.4g)", weight,
+                    choice.relative_weight, choice.scale)  # fmt: skip
+    results["cf_score_weight"] = weight
+    for prefix, (head, cf, positions) in parts.items():
+        metrics = ranking_metrics(target_ranks(fused_scores(head, cf, weight), positions), trainer.eval_ks)
+        named = {f"{prefix}_{k}": v for k, v in metrics.items()}
+        if weight:  # the pure head beside the sum
+            metrics = ranking_metrics(target_ranks(head, positions), trainer.eval_ks)
+            named.update({f"{prefix}_head_only_{k}": v for k, v in metrics.items()})
+        trainer.log(named)
+        results.update(named)
+    return weight
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -136,9 +164,13 @@ def main(argv: list[str] | None = None) -> dict:
         resume_from_checkpoint=checkpoint_to_resume(training_args, output_args.overwrite_output_dir)
     )
     results: dict = {"head": "ranking", "dataset_dir": os.path.abspath(data_args.dataset_dir), **train_result.metrics}
+    weight = model_args.fixed_cf_score_weight()
     if trainer.eval_dataset is not None:  # the kept (best) epoch on validation, then on test
-        results.update(trainer.evaluate(metric_key_prefix="eval"))
-        results.update(trainer.evaluate(evaluation_rows(data, data_args, "test"), metric_key_prefix="test"))
+        weight = final_evaluation(trainer, evaluation_rows(data, data_args, "test"), weight, results)
+    elif weight is None:
+        logger.warning("--cf_score_weight auto needs a validation pass (--eval_strategy no): the head is saved alone.")
+        weight = 0.0
+    model.config.cf_score_weight = weight
     is_main = save_trained_model(trainer, model, training_args.output_dir)
     if is_main:
         processor.save_pretrained(training_args.output_dir)
@@ -150,6 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info(
             "Ranking recommender saved to %s%s", training_args.output_dir,
             f": test hit@1 {results['test_hit@1']:.4f}, ndcg@10 {results['test_ndcg@10']:.4f}"
+            + (f" (CF score weight {weight:.4g}; the head alone {results['test_head_only_hit@1']:.4f}, "
+               f"{results['test_head_only_ndcg@10']:.4f})" if weight else "")
             if "test_hit@1" in results else "",
         )  # fmt: skip
     return results

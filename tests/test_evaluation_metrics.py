@@ -101,3 +101,38 @@ def test_evaluate_module_loads_offline_from_its_folder(monkeypatch):
     assert result["hit@1"] == pytest.approx(1 / 3)  # the tie in the last row counts against the target
     with pytest.raises(ValueError, match="references must be indices"):
         metric.compute(predictions=scores, references=[1, 2, 3])
+
+
+def test_cf_score_weight_is_chosen_by_the_metric_and_keeps_the_pure_head_unless_the_sum_helps():
+    from allmrec_hf.evaluation.fusion import choose_cf_score_weight, fused_scores, score_spread
+
+    rng = np.random.default_rng(0)
+    targets = np.zeros(200, dtype=np.int64)
+    perfect = np.where(np.arange(5) == 0, 1.0, 0.0) + rng.normal(0, 0.1, (200, 5))  # the target always first
+    noise = rng.normal(0, 1.0, (200, 5))
+    choice = choose_cf_score_weight(perfect, noise, targets)
+    assert choice.weight == 0 and choice.relative_weight == 0  # the CF term only hurts: the head alone
+    assert choice.table[0]["ndcg@10"] == 1.0 and min(row["hit@1"] for row in choice.table) < 1.0
+    # A head that sees only half of the signal, a CF model that sees the other half: the sum wins.
+    half = np.where(np.arange(5) == 0, 1.0, 0.0) * (rng.random((200, 1)) < 0.5) + rng.normal(0, 0.3, (200, 5))
+    other = np.where(np.arange(5) == 0, 1.0, 0.0) * (rng.random((200, 1)) < 0.5) + rng.normal(0, 0.3, (200, 5))
+    choice = choose_cf_score_weight(half, other, targets, metric="hit@1")
+    assert choice.weight > 0 and choice.metric == "hit@1"
+    assert (
+        max(row["hit@1"] for row in choice.table)
+        == next(row["hit@1"] for row in choice.table if row["weight"] == choice.weight)
+        > choice.table[0]["hit@1"]
+    )
+    assert choice.scale == pytest.approx(score_spread(half) / score_spread(other))
+    # Equal metrics at every weight: the smallest (0) wins.
+    assert choose_cf_score_weight(perfect, perfect, targets).weight == 0
+    # Padding stays -inf in the sum; the weight 0 gives the head's scores.
+    head, cf = np.array([[1.0, -np.inf]]), np.array([[2.0, -np.inf]])
+    assert fused_scores(head, cf, 0.5).tolist() == [[2.0, -np.inf]]
+    assert fused_scores(head, cf, 0).tolist() == head.tolist()
+    with pytest.raises(ValueError, match=r"CF scores of shape \(1, 3\) for head scores of shape \(1, 2\)"):
+        choose_cf_score_weight(head, np.zeros((1, 3)), np.array([0]))
+    with pytest.raises(ValueError, match="unknown metric 'auc'"):
+        choose_cf_score_weight(perfect, noise, targets, metric="auc")
+    with pytest.raises(ValueError, match="every row needs at least one finite score"):
+        score_spread(np.array([[-np.inf, -np.inf]]))

@@ -106,6 +106,36 @@ def test_whole_catalog_and_candidate_paths_agree(family, processor):
     assert torch.isinf(scores[0, 3])  # padding candidate
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_cf_score_weight_adds_the_cf_models_own_scores(family, processor):
+    model = build_ranking_model(family, processor)
+    batch = ranking_batch(processor, HISTORIES)
+    candidates = torch.tensor([[4, 5, 6, 0], [9, 10, 11, 12], [1, 2, 3, 4]])
+    head = model.score_candidates(**batch, candidate_ids=candidates)
+    cf = model.cf_model.score_items(batch["cf_input_ids"], candidates)  # SASRec's own scores of the same items
+    out = model(**batch, candidate_ids=candidates, cf_score_weight=0.0, output_cf_scores=True)
+    torch.testing.assert_close(out.scores, head)
+    torch.testing.assert_close(out.cf_scores[:, :3], cf[:, :3], rtol=1e-5, atol=1e-5)
+    assert torch.isinf(out.cf_scores[0, 3])  # padding candidate
+    model.config.cf_score_weight = 0.7
+    fused = model.score_candidates(**batch, candidate_ids=candidates)
+    torch.testing.assert_close(fused[:, :3], head[:, :3] + 0.7 * cf[:, :3], rtol=1e-5, atol=1e-5)
+    assert torch.isinf(fused[0, 3])
+    catalog = model.score_candidates(**batch)  # the whole-catalog path adds the same term
+    torch.testing.assert_close(fused[:, :3], catalog.gather(1, candidates[:, :3]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.score_candidates(**batch, cf_score_weight=0), model.score_candidates(
+        **batch, cf_score_weight=0.0))  # fmt: skip
+    # The loss is the head's alone, whatever the weight.
+    targets = [4, 9, 1]
+    labelled = ranking_batch(processor, HISTORIES, targets=targets)
+    with_weight = model(**labelled).loss
+    model.config.cf_score_weight = 0.0
+    torch.testing.assert_close(model(**labelled).loss, with_weight)
+    for bad in (-0.1, float("inf"), float("nan"), True, "0.5"):
+        with pytest.raises(ValueError, match="cf_score_weight must be a finite number >= 0"):
+            build_ranking_model("llama", processor, cf_score_weight=bad)
+
+
 def test_cf_state_of_each_output_token_sees_no_later_item(processor):
     model = build_ranking_model("llama", processor)
     batch = ranking_batch(processor, HISTORIES)
@@ -190,6 +220,11 @@ def test_adapter_checkpoint_round_trip(family, processor, tmp_path):
     loaded = ALLMRecForItemRanking.from_pretrained(tmp_path / "ranking")
     assert isinstance(loaded.config, ALLMRecRankingConfig)
     batch = ranking_batch(processor, HISTORIES)
+    torch.testing.assert_close(loaded.score_candidates(**batch), model.score_candidates(**batch), rtol=0, atol=0)
+    model.config.cf_score_weight = 0.25  # the fusion weight travels in config.json
+    model.save_pretrained(tmp_path / "fused")
+    loaded = ALLMRecForItemRanking.from_pretrained(tmp_path / "fused")
+    assert loaded.config.cf_score_weight == 0.25
     torch.testing.assert_close(loaded.score_candidates(**batch), model.score_candidates(**batch), rtol=0, atol=0)
 
 

@@ -18,6 +18,7 @@ from huggingface_hub import ModelCard
 
 from allmrec_hf import ALLMRecForItemRanking, ALLMRecProcessor
 from allmrec_hf.data import PreparedDataset
+from allmrec_hf.evaluation.metrics import ranking_metrics, target_ranks
 from allmrec_hf.model_card import SCORING
 from allmrec_hf.training.collators import RankingCollator
 from allmrec_hf.training.trainers import RankingTrainer
@@ -153,12 +154,52 @@ def test_ranking_head_from_stage1_latents(stage1_run, tiny_dataset, lm_dir, tmp_
     assert 0 <= run.results["test_ndcg@10"] <= 1
 
 
+@pytest.mark.parametrize("weight", ["auto", "0.5"])
+def test_ranking_head_adds_the_cf_score_at_a_validation_chosen_weight(weight, cf_run, tiny_dataset, lm_dir, tmp_path):
+    command = ranking_command(
+        tiny_dataset, lm_dir("llama"), tmp_path / "run", ["--cf_model_path", cf_run.output_dir],
+        "--num_train_epochs", "2", "--cf_score_weight", weight,
+    )  # fmt: skip
+    run = run_example("train_ranking_head", command)
+    results = run.results
+    loaded = ALLMRecForItemRanking.from_pretrained(run.output_dir).eval()
+    assert loaded.config.cf_score_weight == results["cf_score_weight"]
+    if weight == "auto":
+        search = results["cf_score_weight_search"]
+        table = search["table"]
+        assert table[0]["relative_weight"] == 0 and search["metric"] == "ndcg@10"
+        best = max(table, key=lambda row: row["ndcg@10"])  # max() keeps the first (smallest weight) of equals
+        assert search["weight"] == best["weight"] == results["cf_score_weight"]
+        assert results["eval_ndcg@10"] == pytest.approx(best["ndcg@10"])  # validation figures at the chosen weight
+        assert all(row["weight"] == pytest.approx(row["relative_weight"] * search["scale"]) for row in table)
+    else:
+        assert results["cf_score_weight"] == 0.5 and "cf_score_weight_search" not in results
+        card = open(os.path.join(run.output_dir, "README.md"), encoding="utf-8").read()
+        assert "plus 0.5 times SASRec's own score of the item" in card and "x the CF score |" in card
+    # The test figures are the saved model's: its scores (the CF term included) on the test candidates.
+    processor = ALLMRecProcessor.from_pretrained(run.output_dir)
+    split = PreparedDataset.load(tiny_dataset).splits["test"]
+    batch = processor.ranking_inputs([list(h) for h in split["history"]])
+    candidates = torch.tensor(split["candidates"])
+    positions = (candidates == torch.tensor(split["target"])[:, None]).float().argmax(1).numpy()
+    for prefix, override in (("test", None), ("test_head_only", 0.0)):
+        if prefix == "test_head_only" and not results["cf_score_weight"]:
+            assert "test_head_only_hit@1" not in results  # no sum: the pure head is the only row
+            continue
+        scores = loaded.score_candidates(**batch, candidate_ids=candidates, cf_score_weight=override).numpy()
+        expected = ranking_metrics(target_ranks(scores, positions), (1, 5, 10))
+        assert results[f"{prefix}_hit@1"] == pytest.approx(expected["hit@1"])
+        assert results[f"{prefix}_ndcg@10"] == pytest.approx(expected["ndcg@10"])
+
+
 # ========================================================================================== bad input
 @pytest.mark.parametrize(
     "extra, message",
     [
         (["--item_head_input", "joint"], "needs --stage1_model_path"),
         (["--lm_dtype", "bfloat17"], "is not a torch dtype"),
+        (["--cf_score_weight", "-1"], "--cf_score_weight must be 'auto' or a finite number >= 0, got '-1'"),
+        (["--cf_score_weight", "high"], "--cf_score_weight must be 'auto' or a finite number >= 0, got 'high'"),
     ],
 )
 def test_ranking_script_refuses_bad_arguments(extra, message, cf_run, tiny_dataset, lm_dir, tmp_path):
@@ -201,7 +242,6 @@ def test_ranking_head_card_describes_the_head_and_its_code_runs(ranking_run):
 # ========================================================================================== evaluation
 def test_evaluate_scores_the_ranking_head_beside_sasrec_and_popularity(ranking_run, cf_run, tiny_dataset, tmp_path):
     from allmrec_hf.evaluation.evaluator import training_item_counts
-    from allmrec_hf.evaluation.metrics import ranking_metrics, target_ranks
     from training_helpers import example_module
 
     results = example_module("evaluate").main([
@@ -245,16 +285,52 @@ def test_evaluate_scores_the_ranking_head_beside_sasrec_and_popularity(ranking_r
     assert "SASRec, Popularity, A-LLMRec ranking head rank every unseen item" in report  # no CF retrieval
 
 
+def test_evaluate_reports_a_head_with_the_cf_score_beside_the_pure_head(ranking_run, cf_run, tiny_dataset, tmp_path):
+    from training_helpers import example_module
+
+    fused_dir = tmp_path / "fused"
+    shutil.copytree(ranking_run.output_dir, fused_dir, ignore=shutil.ignore_patterns("checkpoint-*"))
+    config = json.loads((fused_dir / "config.json").read_text())
+    (fused_dir / "config.json").write_text(json.dumps({**config, "cf_score_weight": 0.5}))
+    cf_folder = tmp_path / "cf"
+    shutil.copytree(cf_run.output_dir, cf_folder)  # its card is updated too: not the shared fixture's
+    results = example_module("evaluate").main([
+        "--dataset_dir", tiny_dataset, "--output_dir", str(tmp_path / "eval"), "--ranking_model_path", str(fused_dir),
+        "--cf_model_path", str(cf_folder), "--batch_size", "5", "--disable_tqdm", "true", "--plots", "false",
+        "--update_model_card", "true",
+    ])  # fmt: skip
+    fused, pure = "A-LLMRec ranking head + SASRec score", "A-LLMRec ranking head (no SASRec term)"
+    assert list(results["methods"]) == ["SASRec", "Popularity", fused, pure]
+    assert results["methods"][fused]["cf_score_weight"] == 0.5 and results["methods"][pure]["cf_score_weight"] == 0
+    test = results["results"]["test"]
+    assert test[pure]["ranking"]["hit@1"] == pytest.approx(ranking_run.results["test_hit@1"])  # the head alone
+    model = ALLMRecForItemRanking.from_pretrained(fused_dir).eval()
+    processor = ALLMRecProcessor.from_pretrained(fused_dir)
+    split = PreparedDataset.load(tiny_dataset).scenario("test")
+    candidates = torch.tensor(split["candidates"])
+    batch = processor.ranking_inputs([list(h) for h in split["history"]])
+    scores = model.score_candidates(**batch, candidate_ids=candidates).numpy()
+    positions = (candidates == torch.tensor(split["target"])[:, None]).float().argmax(1).numpy()
+    expected = ranking_metrics(target_ranks(scores, positions), (1, 5, 10))
+    assert test[fused]["ranking"]["hit@1"] == pytest.approx(expected["hit@1"])
+    assert test[fused]["ranking"]["ndcg@5"] == pytest.approx(expected["ndcg@5"])
+    assert set(results["full_catalog"]["results"]) >= {fused, pure}
+    assert f"| {fused} |" in (tmp_path / "eval" / "results.md").read_text()
+    card = (fused_dir / "README.md").read_text()
+    assert f"| **{fused}** (this model) |" in card and f"| {pure} |" in card  # the pure head is not what it ships
+
+
 def test_evaluate_writes_the_head_s_card_without_generation_columns(ranking_run, cf_run, tiny_dataset, tmp_path):
     """`--update_model_card` on a head: its evaluation section shows ranking figures only (the head generates
     nothing) and says the head ranks the whole catalog itself; the model-index holds the evaluation's figures."""
     from training_helpers import example_module
 
-    folder = tmp_path / "head"
+    folder, cf_folder = tmp_path / "head", tmp_path / "cf"
     shutil.copytree(ranking_run.output_dir, folder)
+    shutil.copytree(cf_run.output_dir, cf_folder)  # its card is updated too: not the shared fixture's
     results = example_module("evaluate").main([
         "--dataset_dir", tiny_dataset, "--output_dir", str(tmp_path / "eval"), "--ranking_model_path", str(folder),
-        "--cf_model_path", cf_run.output_dir, "--batch_size", "5", "--disable_tqdm", "true", "--plots", "false",
+        "--cf_model_path", str(cf_folder), "--batch_size", "5", "--disable_tqdm", "true", "--plots", "false",
         "--update_model_card", "true",
     ])  # fmt: skip
     card = ModelCard.load(folder / "README.md")

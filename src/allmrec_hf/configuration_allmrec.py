@@ -115,6 +115,7 @@ class ALLMRecAlignerConfig(PreTrainedConfig):
     beta: float = 0.5
     latent_activation: str = "sigmoid"
     uniformity_weight: float = 0.0
+    cf_score_weight: float = 0.0
 
     def __post_init__(self, **kwargs):
         self.cf_config = _resolve_cf_config(self.cf_config)
@@ -254,6 +255,10 @@ class ALLMRecRankingConfig(ALLMRecConfig):
         distillation_weight (`float`, defaults to 0.0): Weight of the distillation of the CF user representation
             into the user vector (MSE of both L2-normalised, after a learned map of the CF side; LLM-SRec's term).
         uniformity_weight (`float`, defaults to 0.0): Weight of the uniformity term on both normalised vectors.
+        cf_score_weight (`float`, defaults to 0.0): Scores add this weight times the CF model's own score of each
+            item (its user representation dot the item's CF embedding), a late fusion; 0 is the pure head. The
+            head trains without it (the loss never sees this term); `train_ranking_head.py` chooses it on
+            validation afterwards (`--cf_score_weight auto`).
 
     Example:
 
@@ -281,6 +286,7 @@ class ALLMRecRankingConfig(ALLMRecConfig):
     temperature: float = 1.0
     distillation_weight: float = 0.0
     uniformity_weight: float = 0.0
+    cf_score_weight: float = 0.0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -293,6 +299,9 @@ class ALLMRecRankingConfig(ALLMRecConfig):
         for name in ("distillation_weight", "uniformity_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
+        weight = self.cf_score_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
+            raise ValueError(f"cf_score_weight must be a finite number >= 0, got {self.cf_score_weight!r}.")
         if self.output_token_id is not None and (not isinstance(self.output_token_id, int) or self.output_token_id < 0):
             raise ValueError(f"output_token_id must be a non-negative integer or None, got {self.output_token_id!r}.")
 

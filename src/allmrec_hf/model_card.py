@@ -150,6 +150,7 @@ _SETTINGS = {
         ("item_head_input", "Item head input"),
         ("ranking_hidden_size", "Scored vector size"),
         ("cf_skip", "CF skip into the user vector"),
+        ("cf_score_weight", "CF score added to the head's (weight; auto: chosen on validation)"),
         ("distillation_weight", "Distillation weight"),
         ("uniformity_weight", "Uniformity weight"),
         ("lm_dtype", "LM weights dtype"),
@@ -659,6 +660,7 @@ def _card_context(kind, method, config, model, data, settings, training_results,
                 "distillation": config.distillation_weight,
                 "uniformity": config.uniformity_weight,
                 "user_representation": config.use_user_representation,
+                "cf_score_weight": float(f"{config.cf_score_weight:.4g}"),
             }
     context["example"] = _example(kind, data, config, training_results)
     return context
@@ -804,8 +806,8 @@ def _own_methods(evaluation_results, output_dir: str, kind: str) -> list[str]:
     own = []
     for name, info in (evaluation_results.get("methods") or {}).items():
         checkpoint = info.get("checkpoint")
-        if not checkpoint or os.path.realpath(checkpoint) != here:
-            continue
+        if not checkpoint or os.path.realpath(checkpoint) != here or info.get("variant"):
+            continue  # another checkpoint, or a variant of this one that it does not ship (the pure head)
         if (info.get("kind") == "cf") == (kind == "cf"):
             own.append(name)
     return own

@@ -37,7 +37,10 @@ class ALLMRecRankingOutput(ModelOutput):
     Args:
         loss: The training loss (cross-entropy, plus the weighted distillation and uniformity terms).
         scores: `(batch, num_candidates)` for the last output token of each row when `candidate_ids` are given,
-            else `(batch, num_items + 1)` over the whole catalog (column 0, the padding id, is `-inf`).
+            else `(batch, num_items + 1)` over the whole catalog (column 0, the padding id, is `-inf`); they
+            include `cf_score_weight` times the CF model's scores when that weight is not 0.
+        cf_scores: The CF model's own scores of the same items (its user representation, the CF state at each
+            row's last output token, dot the items' CF embeddings), when `output_cf_scores=True`.
         user_embeddings: `(num_output_tokens, ranking_hidden_size)`: the user vector at every output token, in
             row-major order.
         ranking_loss, distillation_loss, uniformity_loss: The loss parts, unweighted.
@@ -45,6 +48,7 @@ class ALLMRecRankingOutput(ModelOutput):
 
     loss: torch.FloatTensor | None = None
     scores: torch.FloatTensor | None = None
+    cf_scores: torch.FloatTensor | None = None
     user_embeddings: torch.FloatTensor | None = None
     ranking_loss: torch.FloatTensor | None = None
     distillation_loss: torch.FloatTensor | None = None
@@ -59,7 +63,9 @@ class ALLMRecForItemRanking(ALLMRecForConditionalGeneration):
     output at that position, which sees no later item), so one forward over a history trains on every prefix at
     once, as SASRec does. The output token's last-layer hidden state goes through the user head, every item's CF
     embedding (or stage-1 joint / text latent: `config.item_head_input`) through the item head, and the score is
-    their dot product. The LM stays frozen; only the projectors, the output vector and the heads train.
+    their dot product. The LM stays frozen; only the projectors, the output vector and the heads train. A checkpoint
+    whose `config.cf_score_weight` is not 0 adds that weight times the CF model's own item scores (a late fusion
+    chosen on validation after training; the loss never sees it).
 
     It shares its base with [`ALLMRecForConditionalGeneration`] (it subclasses it for the injection and the
     adapter-sized `save_pretrained` / `from_pretrained`), but it never computes the LM's head over the vocabulary.
@@ -200,6 +206,8 @@ class ALLMRecForItemRanking(ALLMRecForConditionalGeneration):
         candidate_ids: torch.Tensor | None = None,
         negative_ids: torch.Tensor | None = None,
         item_embedding_source: str | None = None,
+        cf_score_weight: float | None = None,
+        output_cf_scores: bool = False,
         return_dict: bool | None = None,
         **lm_kwargs,
     ) -> ALLMRecRankingOutput | tuple:
@@ -214,6 +222,9 @@ class ALLMRecForItemRanking(ALLMRecForConditionalGeneration):
                 each row (0 = padding, scored `-inf`); without them the whole catalog is scored.
             negative_ids (`(batch, num_output_tokens, k)`, *optional*): Sampled negatives for each labelled output
                 token (sampled softmax instead of the full catalog).
+            cf_score_weight (`float`, *optional*): Overrides `config.cf_score_weight` for `scores` (0: the pure
+                head). The loss is the head's alone either way.
+            output_cf_scores (`bool`, defaults to `False`): Also return the CF model's scores of the same items.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         inputs_embeds, states, _ = self.get_inputs_embeds(input_ids, cf_input_ids, item_ids, item_embedding_source)
@@ -240,6 +251,12 @@ class ALLMRecForItemRanking(ALLMRecForConditionalGeneration):
         else:
             catalog_vectors = self.get_item_vectors()
             scores = self.score_users(last_users, catalog_vectors)
+        weight = self.config.cf_score_weight if cf_score_weight is None else float(cf_score_weight)
+        cf_scores = None
+        if weight or output_cf_scores:
+            cf_scores = self.cf_item_scores(states[output_mask.sum(1).cumsum(0) - 1], candidate_ids)
+            if weight:
+                scores = scores.float() + weight * cf_scores.float()
 
         loss = ranking_loss = distillation_loss = uniformity_loss = None
         if labels is not None:
@@ -270,6 +287,7 @@ class ALLMRecForItemRanking(ALLMRecForConditionalGeneration):
         output = ALLMRecRankingOutput(
             loss=loss,
             scores=scores,
+            cf_scores=cf_scores if output_cf_scores else None,
             user_embeddings=users,
             ranking_loss=ranking_loss,
             distillation_loss=distillation_loss,
@@ -300,6 +318,18 @@ class ALLMRecForItemRanking(ALLMRecForConditionalGeneration):
         scores = torch.einsum("nd,nkd->nk", users, self.get_item_vectors(item_ids)) / self.config.temperature
         return scores + self._item_bias(item_ids)
 
+    def cf_item_scores(self, cf_states: torch.Tensor, candidate_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The CF model's own scores from its states `(n, cf_hidden)`: `(n, k)` of `candidate_ids` (0 = padding,
+        `-inf`), or `(n, num_items + 1)` over the catalog (column 0 `-inf`), as the CF model scores them."""
+        cf_states = cf_states.float()
+        if candidate_ids is not None:
+            item_embeddings = self.cf_model.get_item_embeddings(candidate_ids).float()
+            scores = torch.einsum("nd,nkd->nk", cf_states, item_embeddings)
+            return scores.masked_fill(candidate_ids == 0, float("-inf"))
+        scores = cf_states @ self.cf_model.get_item_embeddings().float().T
+        scores[:, 0] = float("-inf")
+        return scores
+
     def score_users(self, users: torch.Tensor, item_vectors: torch.Tensor | None = None) -> torch.Tensor:
         """Scores `(n, num_items + 1)` of user vectors `(n, ranking_hidden_size)` over the whole catalog; column 0
         (padding) is `-inf`. `item_vectors` (from `get_item_vectors()`) saves recomputing the item head."""
@@ -310,15 +340,17 @@ class ALLMRecForItemRanking(ALLMRecForConditionalGeneration):
 
     @torch.no_grad()
     def score_candidates(self, input_ids, attention_mask=None, cf_input_ids=None, item_ids=None,
-                         candidate_ids=None, **kwargs) -> torch.Tensor:  # fmt: skip
+                         candidate_ids=None, cf_score_weight=None, **kwargs) -> torch.Tensor:  # fmt: skip
         """Scores `(batch, num_candidates)` of `candidate_ids` for each prompt's user (one LM forward per user);
-        without `candidate_ids`, `(batch, num_items + 1)` over the whole catalog. Other batch keys are ignored."""
+        without `candidate_ids`, `(batch, num_items + 1)` over the whole catalog; `config.cf_score_weight` (or
+        `cf_score_weight`) times the CF model's scores included. Other batch keys are ignored."""
         return self(
             input_ids=input_ids,
             attention_mask=attention_mask,
             cf_input_ids=cf_input_ids,
             item_ids=item_ids,
             candidate_ids=candidate_ids,
+            cf_score_weight=cf_score_weight,
         ).scores
 
     @torch.no_grad()

@@ -5,7 +5,7 @@ Every method sees the same users, histories and candidate lists, so their figure
 - a CF model alone (`cf_candidate_scores`, `cf_full_catalog_ranks`),
 - the popularity ranking (`training_item_counts`: how often each item occurs in the training sequences),
 - the ranking head (`ALLMRecForItemRanking`): one LM forward per user scores the candidates and the whole catalog
-  (`ranking_head_outputs`),
+  (`ranking_head_outputs`, `ranking_head_variants` for the head with and without the CF score),
 - an LM-based recommender (A-LLMRec, MLP-LLM or LLM-only) in the paper's generation mode and in ranking mode
   (`lm_candidate_outputs`), and retrieve-then-rerank over the whole catalog (`lm_full_catalog_ranks`).
 
@@ -186,19 +186,39 @@ def ranking_head_outputs(
     model, processor, rows: EvaluationRows, batch_size: int = 16, disable_tqdm: bool = False, desc: str = "ranking head"
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ranking head's candidate scores `(rows, candidates)` and full-catalog ranks `(rows,)` (the target among
-    every unseen item), both from one LM forward per user over the whole catalog."""
+    every unseen item), both from one LM forward per user over the whole catalog, as the model scores them (its
+    `config.cf_score_weight` included)."""
+    weight = float(model.config.cf_score_weight)
+    return ranking_head_variants(model, processor, rows, (weight,), batch_size, disable_tqdm, desc)[weight]
+
+
+@torch.no_grad()
+def ranking_head_variants(
+    model,
+    processor,
+    rows: EvaluationRows,
+    cf_score_weights: Sequence[float],
+    batch_size: int = 16,
+    disable_tqdm: bool = False,
+    desc: str = "ranking head",
+) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+    """For each of `cf_score_weights` (0: the pure head), the candidate scores and full-catalog ranks of
+    `head + weight * CF score` (see `ranking_head_outputs`), all from the same one LM forward per user."""
     device = model.item_head.linear_1.weight.device
     width = max(len(c) for c in rows.candidates)
-    candidate_scores = np.full((len(rows), width), -np.inf)
-    ranks = np.zeros(len(rows), dtype=np.float64)
+    weights = list(dict.fromkeys(float(w) for w in cf_score_weights))
+    out = {w: (np.full((len(rows), width), -np.inf), np.zeros(len(rows), dtype=np.float64)) for w in weights}
     for start in _batches(len(rows), batch_size, desc, disable_tqdm):
         stop = min(start + batch_size, len(rows))
-        batch = processor.ranking_inputs(rows.histories[start:stop])
-        scores = model.score_candidates(**{k: v.to(device) for k, v in batch.items()}).float().cpu().numpy()
-        for row, candidates in enumerate(rows.candidates[start:stop]):
-            candidate_scores[start + row, : len(candidates)] = scores[row, candidates]
-        ranks[start:stop] = full_catalog_ranks(scores, rows.histories[start:stop], rows.targets[start:stop])
-    return candidate_scores, ranks
+        batch = {k: v.to(device) for k, v in processor.ranking_inputs(rows.histories[start:stop]).items()}
+        outputs = model(**batch, cf_score_weight=0.0, output_cf_scores=any(weights))
+        head = outputs.scores.float()
+        for weight, (candidate_scores, ranks) in out.items():
+            scores = (head + weight * outputs.cf_scores.float() if weight else head).cpu().numpy()
+            for row, candidates in enumerate(rows.candidates[start:stop]):
+                candidate_scores[start + row, : len(candidates)] = scores[row, candidates]
+            ranks[start:stop] = full_catalog_ranks(scores, rows.histories[start:stop], rows.targets[start:stop])
+    return out
 
 
 def _device(model) -> torch.device:

@@ -181,6 +181,14 @@ class RankingModelArguments:
             "Measured worse on ML-100k (test Hit@1 .4624 against .4910 without it): an ablation."
         },
     )
+    cf_score_weight: str = field(
+        default="0",
+        metadata={
+            "help": "Add this weight times the CF model's own item scores to the head's (a late fusion; the head "
+            "trains without it): 'auto' chooses it on validation NDCG@10 after training (the pure head is "
+            "reported beside it), a number fixes it, 0 is the pure head."
+        },
+    )
     no_user_representation: bool = field(
         default=False, metadata={"help": "Ablation: the output token carries no projected CF user state."}
     )
@@ -198,6 +206,22 @@ class RankingModelArguments:
     early_stopping_patience: int | None = field(
         default=2, metadata={"help": "Stop after this many evaluations without a better NDCG@10 (None: never)."}
     )
+
+    def __post_init__(self):
+        self.fixed_cf_score_weight()  # a bad value is refused before anything loads
+
+    def fixed_cf_score_weight(self) -> float | None:
+        """`--cf_score_weight` as a number, or None for 'auto' (chosen on validation after training)."""
+        value = str(self.cf_score_weight).strip().lower()
+        if value == "auto":
+            return None
+        try:
+            weight = float(value)
+        except ValueError:
+            weight = float("nan")
+        if not 0 <= weight < float("inf"):
+            raise ValueError(f"--cf_score_weight must be 'auto' or a finite number >= 0, got {self.cf_score_weight!r}.")
+        return weight
 
 
 @dataclass

@@ -183,23 +183,29 @@ class CandidateEvaluationMixin:
         raise NotImplementedError
 
     @torch.no_grad()
-    def rank_candidates(self, dataset, batch_size: int | None = None) -> np.ndarray:
-        """The 0-based rank of each row's target among its persisted candidates, by `score_candidate_rows`."""
+    def scored_batches(self, dataset, score, batch_size: int | None = None):
+        """Yields `(target_positions, score(model, rows, device))` for consecutive slices of `dataset`'s rows, the
+        unwrapped model in eval mode (put back as it was afterwards)."""
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
         batch_size = batch_size or self.args.per_device_eval_batch_size
         device = next(model.parameters()).device
-        ranks = []
         try:
             for start in range(0, len(dataset), batch_size):
                 rows = dataset[start : start + batch_size]
-                scores = self.score_candidate_rows(model, rows, device)
                 candidates = np.asarray(rows["candidates"], dtype=np.int64)
                 positions = (candidates == np.asarray(rows["target"], dtype=np.int64)[:, None]).argmax(-1)
-                ranks.append(target_ranks(scores.float().cpu().numpy(), positions))
+                yield positions, score(model, rows, device)
         finally:
             model.train(was_training)
+
+    def rank_candidates(self, dataset, batch_size: int | None = None) -> np.ndarray:
+        """The 0-based rank of each row's target among its persisted candidates, by `score_candidate_rows`."""
+        ranks = [
+            target_ranks(scores.float().cpu().numpy(), positions)
+            for positions, scores in self.scored_batches(dataset, self.score_candidate_rows, batch_size)
+        ]
         return np.concatenate(ranks) if ranks else np.zeros(0, dtype=np.int64)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -327,6 +333,26 @@ class RankingTrainer(CandidateEvaluationMixin, Stage2Trainer):
         batch = self.ranking_processor.ranking_inputs([list(h) for h in rows["history"]])
         candidates = torch.as_tensor(np.asarray(rows["candidates"], dtype=np.int64), device=device)
         return model.score_candidates(**{key: v.to(device) for key, v in batch.items()}, candidate_ids=candidates)
+
+    def _score_parts(self, model, rows: dict, device) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = self.ranking_processor.ranking_inputs([list(h) for h in rows["history"]])
+        candidates = torch.as_tensor(np.asarray(rows["candidates"], dtype=np.int64), device=device)
+        outputs = model(**{key: v.to(device) for key, v in batch.items()}, candidate_ids=candidates,
+                        cf_score_weight=0.0, output_cf_scores=True)  # fmt: skip
+        return outputs.scores, outputs.cf_scores
+
+    def candidate_score_parts(self, dataset, batch_size: int | None = None) -> tuple[np.ndarray, ...]:
+        """The pure head's scores and the CF model's own scores of each row's persisted candidates (both
+        `(rows, candidates)`, from one LM forward per user) and each row's target column `(rows,)`: what
+        `choose_cf_score_weight` and the fused metrics are computed from."""
+        head, cf, positions = [], [], []
+        for target_positions, (head_scores, cf_scores) in self.scored_batches(dataset, self._score_parts, batch_size):
+            head.append(head_scores.float().cpu().numpy())
+            cf.append(cf_scores.float().cpu().numpy())
+            positions.append(target_positions)
+        if not positions:
+            raise ValueError("no evaluation rows to score.")
+        return np.concatenate(head), np.concatenate(cf), np.concatenate(positions)
 
 
 def write_json(path: str, payload) -> None:
