@@ -66,6 +66,7 @@ from allmrec_hf.evaluation.report import markdown_report, plot_results
 from allmrec_hf.model_card import CF_NAMES, METHOD_TITLES, finite_values, update_model_cards
 from allmrec_hf.offline_models import resolve_model_path
 from allmrec_hf.training.builders import CF_MODEL_TYPES, check_catalog, checkpoint_model_type, load_cf_model
+from allmrec_hf.training.dtypes import dtype_name, resolve_lm_dtype
 from allmrec_hf.training.runs import run_script
 
 logger = logging.getLogger("evaluate")
@@ -91,7 +92,9 @@ class EvaluationArguments:
         default=None,
         metadata={"help": "Load the LM from here instead of the checkpoints' base_model_name_or_path (id or folder)."},
     )
-    lm_dtype: str | None = field(default=None, metadata={"help": "LM weights dtype, e.g. bfloat16 (default: fp32)."})
+    lm_dtype: str | None = field(
+        default=None, metadata={"help": "LM weights dtype: auto (bfloat16 where it runs natively), bfloat16, float32."}
+    )
     attn_implementation: str | None = field(
         default=None,
         metadata={
@@ -194,8 +197,7 @@ def _check_arguments(args: EvaluationArguments) -> dict[str, str]:
     unknown = set(_split(args.item_embedding_sources)) - {"cf", "text"}
     if unknown:
         raise ValueError(f"--item_embedding_sources must be cf and/or text, got {args.item_embedding_sources!r}.")
-    if args.lm_dtype and not isinstance(getattr(torch, args.lm_dtype, None), torch.dtype):
-        raise ValueError(f"--lm_dtype {args.lm_dtype!r} is not a torch dtype (e.g. bfloat16, float32).")
+    args.lm_dtype = dtype_name(resolve_lm_dtype(args.lm_dtype))  # auto: bfloat16 only where it runs natively
     if args.batch_size < 1 or any(n is not None and n < 1 for n in (args.max_users, args.max_generation_users)):
         raise ValueError("--batch_size, --max_users and --max_generation_users must be positive.")
     return checkpoints

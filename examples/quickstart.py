@@ -112,7 +112,10 @@ class QuickstartArguments:
     dataset_dir: str | None = field(
         default=None, metadata={"help": "A prepared dataset (default: MovieLens-100k, prepared into output_dir)."}
     )
-    lm_dtype: str = field(default="bfloat16", metadata={"help": "Stage-2 and evaluation LM weights dtype."})
+    lm_dtype: str = field(
+        default="auto",
+        metadata={"help": "LM weights dtype: auto (bfloat16 where the CPU/GPU runs it natively, else float32)."},
+    )
     attn_implementation: str = field(
         default="causal_blocks",
         metadata={"help": "The LM's attention (causal_blocks: eager's results, faster and smaller on CPU)."},

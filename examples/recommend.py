@@ -52,6 +52,7 @@ from allmrec_hf import ALLMRecForConditionalGeneration, ALLMRecForItemRanking, A
 from allmrec_hf.data import PreparedDataset
 from allmrec_hf.data.readers import READER_FORMATS, check_encoding, read_log
 from allmrec_hf.training.builders import checkpoint_model_type
+from allmrec_hf.training.dtypes import dtype_name, resolve_lm_dtype
 from allmrec_hf.training.runs import end_distributed_run, parse_arguments, run_script
 
 logger = logging.getLogger("recommend")
@@ -93,7 +94,9 @@ class RecommendArguments:
     batch_size: int = field(default=16, metadata={"help": "Users per LM forward."})
     shard_size: int = field(default=1024, metadata={"help": "Users per output shard."})
     output_format: str = field(default="parquet", metadata={"help": "parquet or jsonl."})
-    lm_dtype: str | None = field(default=None, metadata={"help": "LM weights dtype, e.g. bfloat16 (default: fp32)."})
+    lm_dtype: str | None = field(
+        default=None, metadata={"help": "LM weights dtype: auto (bfloat16 where it runs natively), bfloat16, float32."}
+    )
     attn_implementation: str | None = field(default=None, metadata={"help": "The LM's attention (default: its own)."})
     use_cpu: bool = field(default=False, metadata={"help": "Run on the CPU even when an accelerator is there."})
     overwrite_output_dir: bool = field(
@@ -119,8 +122,10 @@ class RecommendArguments:
             raise SystemExit(f"--num_retrieved ({self.num_retrieved}) must be at least --k ({self.k}).")
         if self.output_format not in OUTPUT_FORMATS:
             raise SystemExit(f"--output_format must be one of {OUTPUT_FORMATS}, got {self.output_format!r}.")
-        if self.lm_dtype and not isinstance(getattr(torch, self.lm_dtype, None), torch.dtype):
-            raise SystemExit(f"--lm_dtype {self.lm_dtype!r} is not a torch dtype (e.g. bfloat16, float32).")
+        try:
+            self.lm_dtype = dtype_name(resolve_lm_dtype(self.lm_dtype))  # auto: bfloat16 where it runs natively
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
         if self.encoding:
             try:
                 check_encoding(self.encoding)

@@ -7,7 +7,7 @@ heads train. Validation NDCG@10 on the persisted candidates is measured every ep
 `--early_stopping_patience` epochs without a gain and keeps the best epoch.
 
     python examples/train_ranking_head.py --dataset_dir outputs/data/ml-100k --cf_model_path outputs/cf \\
-        --lm_dtype bfloat16 --output_dir outputs/ranking_head
+        --lm_dtype auto --output_dir outputs/ranking_head
 
 From a stage-1 checkpoint instead (the projectors read its latents; `--item_head_input joint` or `text` also feeds
 them to the item head): `--stage1_model_path outputs/stage1`. Ablations: `--no_user_representation`,
@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 
-import torch
 from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
 
 from allmrec_hf import PromptTemplate
@@ -34,6 +33,7 @@ from allmrec_hf.model_card import write_model_card
 from allmrec_hf.training.arguments import DataArguments, RankingModelArguments, RankingTrainingArguments
 from allmrec_hf.training.builders import build_stage2_model, load_aligner, load_cf_model
 from allmrec_hf.training.collators import RankingCollator, SetEpochCallback
+from allmrec_hf.training.dtypes import dtype_name, resolve_lm_dtype
 from allmrec_hf.training.lora import apply_lora
 from allmrec_hf.training.runs import (
     OutputArguments,
@@ -100,8 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
         (RankingModelArguments, DataArguments, RankingTrainingArguments, OutputArguments), argv
     )
     setup_logging(training_args)
-    if model_args.lm_dtype and not isinstance(getattr(torch, model_args.lm_dtype, None), torch.dtype):
-        raise ValueError(f"--lm_dtype {model_args.lm_dtype!r} is not a torch dtype (e.g. bfloat16, float16, float32).")
+    lm_dtype = resolve_lm_dtype(model_args.lm_dtype)  # auto: bfloat16 only where it runs natively
+    model_args.lm_dtype = dtype_name(lm_dtype)  # recorded (card, results) as resolved
     if model_args.item_head_input != "cf" and not model_args.stage1_model_path:
         raise ValueError(f"--item_head_input {model_args.item_head_input} needs --stage1_model_path (its latents).")
     if not (model_args.stage1_model_path or model_args.cf_model_path):
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     template = (
         PromptTemplate.without_embeddings(**words) if model_args.no_history_embeddings else PromptTemplate(**words)
     )
-    lm_kwargs = {"dtype": getattr(torch, model_args.lm_dtype)} if model_args.lm_dtype else {}
+    lm_kwargs = {"dtype": lm_dtype} if lm_dtype else {}
     if model_args.attn_implementation:
         lm_kwargs["attn_implementation"] = model_args.attn_implementation
     set_seed(training_args.seed)  # before the projectors and heads are initialised

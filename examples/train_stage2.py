@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 
-import torch
 from transformers import AutoTokenizer, set_seed
 
 from allmrec_hf import PromptTemplate
@@ -30,6 +29,7 @@ from allmrec_hf.model_card import write_model_card
 from allmrec_hf.training.arguments import DataArguments, Stage2ModelArguments, Stage2TrainingArguments
 from allmrec_hf.training.builders import build_stage2_model, compile_language_model, load_aligner, load_cf_model
 from allmrec_hf.training.collators import SetEpochCallback, Stage2Collator
+from allmrec_hf.training.dtypes import dtype_name, resolve_lm_dtype
 from allmrec_hf.training.lora import apply_lora
 from allmrec_hf.training.runs import (
     OutputArguments,
@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> dict:
     template = (
         PromptTemplate.without_embeddings(**words) if model_args.baseline == "llm_only" else PromptTemplate(**words)
     )
-    if model_args.lm_dtype and not isinstance(getattr(torch, model_args.lm_dtype, None), torch.dtype):
-        raise ValueError(f"--lm_dtype {model_args.lm_dtype!r} is not a torch dtype (e.g. bfloat16, float16, float32).")
-    lm_kwargs = {"dtype": getattr(torch, model_args.lm_dtype)} if model_args.lm_dtype else {}
+    lm_dtype = resolve_lm_dtype(model_args.lm_dtype)  # auto: bfloat16 only where it runs natively
+    model_args.lm_dtype = dtype_name(lm_dtype)  # recorded (card, results) as resolved
+    lm_kwargs = {"dtype": lm_dtype} if lm_dtype else {}
     if model_args.attn_implementation:
         lm_kwargs["attn_implementation"] = model_args.attn_implementation
     set_seed(training_args.seed)  # before the projectors are initialised

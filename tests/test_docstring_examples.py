@@ -27,6 +27,7 @@ MODULES = [
     "allmrec_hf.data.readers.unisrec",
     "allmrec_hf.evaluation.metrics",
     "allmrec_hf.evaluation.fusion",
+    "allmrec_hf.training.dtypes",
     "allmrec_hf.candidate_tree",
     "allmrec_hf.causal_blocks_attention",
     "allmrec_hf.catalog",

@@ -120,7 +120,11 @@ class Stage2ModelArguments:
     verb: str = field(default="watch", metadata={"help": "The prompt's verb (watch, play, buy...)."})
     past_verb: str = field(default="watched", metadata={"help": "Its past tense (watched, played, bought...)."})
     lm_dtype: str | None = field(
-        default=None, metadata={"help": "dtype to load the frozen LM in (e.g. bfloat16); default: the LM's own."}
+        default=None,
+        metadata={
+            "help": "The frozen LM's dtype: auto (bfloat16 where it runs natively, else float32), bfloat16, "
+            "float32; default: the LM's own."
+        },
     )
     attn_implementation: str | None = field(
         default=None,
@@ -197,7 +201,11 @@ class RankingModelArguments:
     )
     past_verb: str = field(default="watched", metadata={"help": "The prompt's verb (watched, played, bought...)."})
     lm_dtype: str | None = field(
-        default=None, metadata={"help": "dtype to load the frozen LM in (e.g. bfloat16); default: the LM's own."}
+        default=None,
+        metadata={
+            "help": "The frozen LM's dtype: auto (bfloat16 where it runs natively, else float32), bfloat16, "
+            "float32; default: the LM's own."
+        },
     )
     attn_implementation: str | None = field(default=None, metadata={"help": "The LM's attention (eager, sdpa, ...)."})
     lora_r: int = field(default=0, metadata={"help": "LoRA rank on the LM (0: off, the frozen LM)."})
