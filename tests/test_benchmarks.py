@@ -176,3 +176,13 @@ def test_gpu_check_runs_at_toy_size_on_the_cpu(tmp_path):
         assert result[name]["samples_per_s"] > 0 and result[name]["flop_per_step"] > 0 and result[name]["finite_loss"]
     assert result["ranking head, whole catalog"]["users_per_s"] > 0 and result["generation"]["users_per_s"] > 0
     assert result["two_gpu"] == "skipped: only one GPU"
+
+
+def test_lm_dtype_speed_times_both_dtypes_at_toy_size(tmp_path):
+    bench = benchmark_module("lm_dtype_speed")
+    argv = ["--tiny", "--batch_size", "2", "--tokens", "8", "--steps", "1", "--output_json", str(tmp_path / "d.json")]
+    result = bench.main(argv)
+    assert json.loads((tmp_path / "d.json").read_text()) == result
+    assert set(result["seconds_per_step"]) == {"float32", "bfloat16"}
+    assert all(s > 0 for s in result["seconds_per_step"].values()) and result["bfloat16_over_float32"] > 0
+    assert result["auto_picks"] == ("bfloat16" if result["native_bfloat16"] else "float32")
