@@ -1,4 +1,4 @@
-"""`--lm_dtype auto`: bfloat16 only where the device computes it natively (on an AVX2-only CPU bfloat16 runs over
+"""`--lm_dtype auto`: bfloat16 only where the device computes it natively (on an AVX2-only CPU bfloat16 runs about
 20 times slower than float32), and a warning for an explicit bfloat16 there."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The frozen LM's weight dtype from a script's `--lm_dtype`, with `auto`: bfloat16 only where the hardware computes
 it natively. On a CPU without bf16 kernels (AVX2 only, e.g. many AMD EPYC and older Intel parts) oneDNN falls back
-to a slow path: one SmolLM2-135M forward and backward in bfloat16 took over 20 times as long as in float32 there
+to a slow path: one SmolLM2-135M forward and backward in bfloat16 took about 20 times as long as in float32 there
 (`benchmarks/README.md`), while CPUs with AVX-512 BF16 / AMX and recent GPUs run bfloat16 faster than float32."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def resolve_lm_dtype(name: str | None, option: str = "--lm_dtype") -> torch.dtyp
         raise ValueError(f"{option} {name!r} is not a torch dtype (auto, bfloat16, float16 or float32).")
     if dtype == torch.bfloat16 and not torch.cuda.is_available() and not native_bfloat16("cpu"):
         logger.warning(
-            "%s bfloat16 on a CPU without native bfloat16 kernels runs far slower than float32 (over 20x measured "
+            "%s bfloat16 on a CPU without native bfloat16 kernels runs far slower than float32 (about 20x measured "
             "on an AVX2-only CPU): %s auto picks float32 here.",
             option,
             option,
