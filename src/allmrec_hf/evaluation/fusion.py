@@ -15,7 +15,7 @@ import numpy as np
 from .metrics import ranking_metrics, target_ranks
 
 #: Weights relative to `spread(head) / spread(cf)` (1: both terms spread the candidates equally); 0 is the head.
-RELATIVE_WEIGHTS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0)
+RELATIVE_WEIGHTS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0)
 
 
 def score_spread(scores: np.ndarray) -> float:
