@@ -328,17 +328,18 @@ class RankingTrainer(CandidateEvaluationMixin, Stage2Trainer):
         self.record_loss_components(outputs)
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
+    def _candidate_inputs(self, rows: dict, device) -> dict[str, torch.Tensor]:
+        """The rows' prompts and persisted candidates as model inputs on `device`."""
+        batch = self.ranking_processor.ranking_inputs([list(h) for h in rows["history"]])
+        candidates = torch.as_tensor(np.asarray(rows["candidates"], dtype=np.int64), device=device)
+        return {**{key: v.to(device) for key, v in batch.items()}, "candidate_ids": candidates}
+
     def score_candidate_rows(self, model, rows: dict, device) -> torch.Tensor:
         """The ranking head's scores of the rows' candidates: one LM forward per user."""
-        batch = self.ranking_processor.ranking_inputs([list(h) for h in rows["history"]])
-        candidates = torch.as_tensor(np.asarray(rows["candidates"], dtype=np.int64), device=device)
-        return model.score_candidates(**{key: v.to(device) for key, v in batch.items()}, candidate_ids=candidates)
+        return model.score_candidates(**self._candidate_inputs(rows, device))
 
     def _score_parts(self, model, rows: dict, device) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = self.ranking_processor.ranking_inputs([list(h) for h in rows["history"]])
-        candidates = torch.as_tensor(np.asarray(rows["candidates"], dtype=np.int64), device=device)
-        outputs = model(**{key: v.to(device) for key, v in batch.items()}, candidate_ids=candidates,
-                        cf_score_weight=0.0, output_cf_scores=True)  # fmt: skip
+        outputs = model(**self._candidate_inputs(rows, device), cf_score_weight=0.0, output_cf_scores=True)
         return outputs.scores, outputs.cf_scores
 
     def candidate_score_parts(self, dataset, batch_size: int | None = None) -> tuple[np.ndarray, ...]:
