@@ -66,6 +66,7 @@ def ranking_config_fields(model_args: RankingModelArguments) -> dict:
         "temperature": model_args.temperature,
         "distillation_weight": model_args.distillation_weight,
         "uniformity_weight": model_args.uniformity_weight,
+        "lm_num_layers": model_args.lm_num_layers,
     }  # cf_score_weight is set after training (chosen on validation with 'auto')
 
 

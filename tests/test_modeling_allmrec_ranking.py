@@ -9,8 +9,10 @@ import textwrap
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from allmrec_hf import ALLMRecConfig, ALLMRecForConditionalGeneration, ALLMRecForItemRanking, ALLMRecRankingConfig
+from allmrec_hf.modeling_allmrec import load_language_model
 from conftest import NUM_ITEMS, aligner_config, build_model, lm_config
 
 HISTORIES = [[1, 2, 3], [4, 5, 6, 7, 8], []]
@@ -342,3 +344,50 @@ def test_pipeline_with_the_ranking_head(processor):
     assert ranked == model.rank_candidates(processor, [[1, 2, 3]], [[9, 10, 11]], k=2)[0]
     with pytest.raises(ValueError, match="do not apply to a ranking head"):
         recommender([1, 2, 3], k=3, num_retrieved=10)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "opt", "qwen2", "gemma3"])
+def test_load_language_model_keeps_the_first_layers_unchanged(family, processor, tmp_path):
+    config = lm_config(family, processor.tokenizer.vocab_size)
+    config.num_hidden_layers = 3
+    if getattr(config, "layer_types", None):
+        config.layer_types = (config.layer_types * 2)[:3]
+    full = AutoModelForCausalLM.from_config(config).eval()
+    full.save_pretrained(tmp_path / "lm")
+    cut = load_language_model(str(tmp_path / "lm"), 2).eval()
+    assert cut.config.num_hidden_layers == 2
+    if getattr(config, "layer_types", None):
+        assert cut.config.layer_types == config.layer_types[:2]
+    input_ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():  # after the first layer (before any final norm) both are the same computation
+        expected = full(input_ids, output_hidden_states=True).hidden_states[1]
+        got = cut(input_ids, output_hidden_states=True).hidden_states[1]
+    assert sum(p.numel() for p in cut.parameters()) < sum(p.numel() for p in full.parameters())
+    torch.testing.assert_close(got, expected)
+    with pytest.raises(ValueError, match="lm_num_layers is 4 but .* has only 3 decoder layers"):
+        load_language_model(str(tmp_path / "lm"), 4)
+
+
+def test_lm_num_layers_checkpoint_loads_its_cut_lm(processor, tmp_path):
+    full = build_ranking_model("qwen2", processor)
+    lm_dir = tmp_path / "base_lm"
+    full.language_model.save_pretrained(lm_dir)
+    config = ALLMRecRankingConfig(
+        **{**full.config.to_dict(), "lm_num_layers": 1, "base_model_name_or_path": str(lm_dir)}
+    )
+    assert config.text_config.num_hidden_layers == 1 and full.config.text_config.num_hidden_layers == 2
+    with pytest.raises(ValueError, match="language model has 2 decoder layers but this checkpoint runs the first 1"):
+        ALLMRecForItemRanking.from_language_model(ALLMRecRankingConfig(**config.to_dict()), full.language_model)
+    torch.manual_seed(0)
+    model = ALLMRecForItemRanking.from_language_model(config, load_language_model(str(lm_dir), 1)).eval()
+    with torch.no_grad():
+        model.item_score_bias.normal_()
+    model.save_pretrained(tmp_path / "ranking")
+    loaded = ALLMRecForItemRanking.from_pretrained(tmp_path / "ranking")
+    assert loaded.config.lm_num_layers == 1 and loaded.language_model.config.num_hidden_layers == 1
+    batch = ranking_batch(processor, HISTORIES)
+    torch.testing.assert_close(loaded.score_candidates(**batch), model.score_candidates(**batch), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="lm_num_layers must be a positive integer or None, got 0"):
+        ALLMRecRankingConfig(**{**config.to_dict(), "lm_num_layers": 0})
+    with pytest.raises(ValueError, match="lm_num_layers is 3 but text_config has only"):
+        ALLMRecRankingConfig(**{**full.config.to_dict(), "lm_num_layers": 3})

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,10 +131,17 @@ def test_ranking_head_with_sampled_negatives(cf_run, tiny_dataset, lm_dir, tmp_p
     command = ranking_command(
         tiny_dataset, lm_dir("llama"), tmp_path / "run", ["--cf_model_path", cf_run.output_dir],
         "--num_negatives", "5", "--num_train_epochs", "2", "--distillation_weight", "0.5",
-        "--uniformity_weight", "0.1", "--cf_skip", "true",
+        "--uniformity_weight", "0.1", "--cf_skip", "true", "--lm_num_layers", "1",
     )  # fmt: skip
     run = run_example("train_ranking_head", command)
-    assert ALLMRecForItemRanking.from_pretrained(run.output_dir).config.cf_skip
+    loaded = ALLMRecForItemRanking.from_pretrained(run.output_dir)
+    assert loaded.config.cf_skip and loaded.config.lm_num_layers == 1
+    assert loaded.language_model.config.num_hidden_layers == 1  # the tiny LM has 2: the cut travels
+    card = (Path(run.output_dir) / "README.md").read_text()
+    assert (
+        "after the LM's first 1 decoder layers" in card
+        and "| LM decoder layers run (the first N; unset: all) | 1 |" in card
+    )
     entries = [entry for entry in run.log_history if "loss" in entry]
     assert len(entries) == 8
     for entry in entries:
@@ -200,6 +208,8 @@ def test_ranking_head_adds_the_cf_score_at_a_validation_chosen_weight(weight, cf
         (["--lm_dtype", "bfloat17"], "is not a torch dtype"),
         (["--cf_score_weight", "-1"], "--cf_score_weight must be 'auto' or a finite number >= 0, got '-1'"),
         (["--cf_score_weight", "high"], "--cf_score_weight must be 'auto' or a finite number >= 0, got 'high'"),
+        (["--lm_num_layers", "0"], "--lm_num_layers must be a positive number of decoder layers, got 0"),
+        (["--lm_num_layers", "3"], "lm_num_layers is 3 but .* has only 2 decoder layers"),
     ],
 )
 def test_ranking_script_refuses_bad_arguments(extra, message, cf_run, tiny_dataset, lm_dir, tmp_path):

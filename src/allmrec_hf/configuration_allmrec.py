@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 from transformers import AutoConfig, PreTrainedConfig
@@ -230,6 +231,26 @@ class ALLMRecConfig(PreTrainedConfig):
         }
 
 
+def cut_language_model_config(lm_config, num_layers: int | None, name: str = "the language model"):
+    """`lm_config` with only its first `num_layers` decoder layers (`num_hidden_layers` and, where the config has
+    one, its per-layer `layer_types` cut to match); unchanged for `None`. Raises `ValueError` when the LM has fewer.
+
+    >>> from transformers import Qwen2Config
+    >>> cut = cut_language_model_config(Qwen2Config(num_hidden_layers=4), 2)
+    >>> cut.num_hidden_layers, cut.layer_types
+    (2, ['full_attention', 'full_attention'])
+    """
+    if num_layers is None:
+        return lm_config
+    available = lm_config.num_hidden_layers
+    if num_layers > available:
+        raise ValueError(f"lm_num_layers is {num_layers} but {name} has only {available} decoder layers.")
+    lm_config.num_hidden_layers = num_layers
+    if isinstance(getattr(lm_config, "layer_types", None), list):
+        lm_config.layer_types = lm_config.layer_types[:num_layers]
+    return lm_config
+
+
 class ALLMRecRankingConfig(ALLMRecConfig):
     r"""
     Configuration of [`ALLMRecForItemRanking`]: the same base as [`ALLMRecConfig`] (aligner, projectors, frozen
@@ -259,6 +280,10 @@ class ALLMRecRankingConfig(ALLMRecConfig):
             item (its user representation dot the item's CF embedding), a late fusion; 0 is the pure head. The
             head trains without it (the loss never sees this term); `train_ranking_head.py` chooses it on
             validation afterwards (`--cf_score_weight auto`).
+        lm_num_layers (`int`, *optional*): Run only the LM's first `lm_num_layers` decoder layers and read the
+            output token's hidden state there (the later layers are neither loaded nor run: a forward costs about
+            `lm_num_layers / num_hidden_layers` of the whole LM's). `None` runs every layer. `from_pretrained`
+            loads the base LM cut to this depth; `text_config.num_hidden_layers` records it.
 
     Example:
 
@@ -287,9 +312,15 @@ class ALLMRecRankingConfig(ALLMRecConfig):
     distillation_weight: float = 0.0
     uniformity_weight: float = 0.0
     cf_score_weight: float = 0.0
+    lm_num_layers: int | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        layers = self.lm_num_layers
+        if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int) or layers < 1):
+            raise ValueError(f"lm_num_layers must be a positive integer or None, got {layers!r}.")
+        if layers is not None and self.text_config is not None and self.text_config.num_hidden_layers != layers:
+            self.text_config = cut_language_model_config(copy.deepcopy(self.text_config), layers, "text_config")
         if self.item_head_input not in ("cf", "joint", "text"):
             raise ValueError(f"item_head_input must be 'cf', 'joint' or 'text', got {self.item_head_input!r}.")
         if not isinstance(self.ranking_hidden_size, int) or self.ranking_hidden_size < 1:
@@ -306,4 +337,4 @@ class ALLMRecRankingConfig(ALLMRecConfig):
             raise ValueError(f"output_token_id must be a non-negative integer or None, got {self.output_token_id!r}.")
 
 
-__all__ = ["ALLMRecAlignerConfig", "ALLMRecConfig", "ALLMRecRankingConfig"]
+__all__ = ["ALLMRecAlignerConfig", "ALLMRecConfig", "ALLMRecRankingConfig", "cut_language_model_config"]

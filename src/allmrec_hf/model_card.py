@@ -150,6 +150,7 @@ _SETTINGS = {
         ("item_head_input", "Item head input"),
         ("ranking_hidden_size", "Scored vector size"),
         ("cf_skip", "CF skip into the user vector"),
+        ("lm_num_layers", "LM decoder layers run (the first N; unset: all)"),
         ("cf_score_weight", "CF score added to the head's (weight; auto: chosen on validation)"),
         ("distillation_weight", "Distillation weight"),
         ("uniformity_weight", "Uniformity weight"),
@@ -661,6 +662,7 @@ def _card_context(kind, method, config, model, data, settings, training_results,
                 "uniformity": config.uniformity_weight,
                 "user_representation": config.use_user_representation,
                 "cf_score_weight": float(f"{config.cf_score_weight:.4g}"),
+                "lm_num_layers": config.lm_num_layers,
             }
     context["example"] = _example(kind, data, config, training_results)
     return context

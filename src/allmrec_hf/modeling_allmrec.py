@@ -15,14 +15,14 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput, logging
 
 from .candidate_tree import build_candidate_token_tree
 from .catalog import CATALOG_FILE_NAME
 from .causal_blocks_attention import CAUSAL_BLOCKS  # importing it registers attn_implementation="causal_blocks"
-from .configuration_allmrec import ALLMRecAlignerConfig, ALLMRecConfig
+from .configuration_allmrec import ALLMRecAlignerConfig, ALLMRecConfig, cut_language_model_config
 from .modeling_cf_common import save_as_defining_class
 from .modeling_gru4rec import GRU4RecModel
 from .modeling_nextitnet import NextItNetModel
@@ -1103,8 +1103,9 @@ class ALLMRecForConditionalGeneration(ALLMRecPreTrainedModel):
                     f"{pretrained_model_name_or_path} does not name its language model "
                     "(config.base_model_name_or_path is empty): pass base_model_name_or_path= or language_model=."
                 )
-            language_model = AutoModelForCausalLM.from_pretrained(
+            language_model = load_language_model(
                 resolve_offline_language_model(config.base_model_name_or_path),
+                getattr(config, "lm_num_layers", None),
                 revision=config.base_model_revision,
                 **lm_kwargs,
             )
@@ -1352,9 +1353,33 @@ def check_head_kind(model_class: type, model_type: str | None, path) -> None:
         )
 
 
+def load_language_model(name_or_path: str, num_layers: int | None = None, **kwargs) -> PreTrainedModel:
+    """`AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)`, built with only the first `num_layers`
+    decoder layers when given (the later layers' weights are never loaded; `None`: the whole LM)."""
+    if num_layers is None:
+        return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    config_kwargs = {key: kwargs[key] for key in ("revision", *HUB_KWARGS) if key in kwargs}
+    lm_config = AutoConfig.from_pretrained(name_or_path, **config_kwargs)
+    lm_config = cut_language_model_config(lm_config, num_layers, repr(str(name_or_path)))
+    hidden = logging.get_verbosity()
+    logging.set_verbosity_error()  # the cut layers' weights are unused on purpose: no 'unexpected keys' report
+    try:
+        return AutoModelForCausalLM.from_pretrained(name_or_path, config=lm_config, **kwargs)
+    finally:
+        logging.set_verbosity(hidden)
+
+
 def check_language_model(config: ALLMRecConfig, language_model: PreTrainedModel) -> None:
-    """Raise `ValueError` when an LM's hidden size or vocabulary differs from what the checkpoint was built for."""
+    """Raise `ValueError` when an LM's hidden size or vocabulary differs from what the checkpoint was built for,
+    or when it has another number of decoder layers than a ranking head's `lm_num_layers`."""
     expected, got = config.text_config, language_model.config
+    layers = getattr(config, "lm_num_layers", None)
+    if layers is not None and got.num_hidden_layers != layers:
+        raise ValueError(
+            f"language model has {got.num_hidden_layers} decoder layers but this checkpoint runs the first "
+            f"{layers} (lm_num_layers): load it with `load_language_model(name, {layers})` or let from_pretrained "
+            "load it."
+        )
     for name in ("hidden_size", "vocab_size"):
         want, have = getattr(expected, name, None), getattr(got, name, None)
         if want is not None and have is not None and want != have:

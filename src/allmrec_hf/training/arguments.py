@@ -193,6 +193,13 @@ class RankingModelArguments:
             "reported beside it), a number fixes it, 0 is the pure head."
         },
     )
+    lm_num_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Run only the LM's first N decoder layers and read the output token there (the rest are not "
+            "loaded; a forward costs about N / all of the whole LM's). Default: every layer."
+        },
+    )
     no_user_representation: bool = field(
         default=False, metadata={"help": "Ablation: the output token carries no projected CF user state."}
     )
@@ -217,6 +224,8 @@ class RankingModelArguments:
 
     def __post_init__(self):
         self.fixed_cf_score_weight()  # a bad value is refused before anything loads
+        if self.lm_num_layers is not None and self.lm_num_layers < 1:
+            raise ValueError(f"--lm_num_layers must be a positive number of decoder layers, got {self.lm_num_layers}.")
 
     def fixed_cf_score_weight(self) -> float | None:
         """`--cf_score_weight` as a number, or None for 'auto' (chosen on validation after training)."""

@@ -10,14 +10,14 @@ import logging
 import os
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, BertConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, AutoTokenizer, BertConfig, PreTrainedModel
 
 from ..catalog import CATALOG_FILE_NAME, ItemCatalog
 from ..configuration_allmrec import ALLMRecAlignerConfig, ALLMRecConfig, ALLMRecRankingConfig
 from ..configuration_gru4rec import GRU4RecConfig
 from ..configuration_nextitnet import NextItNetConfig
 from ..configuration_sasrec import SASRecConfig
-from ..modeling_allmrec import ALLMRecAlignerModel, ALLMRecForConditionalGeneration
+from ..modeling_allmrec import ALLMRecAlignerModel, ALLMRecForConditionalGeneration, load_language_model
 from ..modeling_allmrec_ranking import ALLMRecForItemRanking
 from ..modeling_gru4rec import GRU4RecModel
 from ..modeling_nextitnet import NextItNetModel
@@ -209,7 +209,10 @@ def build_stage2_model(
         max_history_length=max_history_length,
         item_text_template=item_text_template,
     )
-    language_model = AutoModelForCausalLM.from_pretrained(local, **(lm_kwargs or {}))
+    lm_num_layers = (ranking_kwargs or {}).get("lm_num_layers")
+    language_model = load_language_model(local, lm_num_layers, **(lm_kwargs or {}))
+    if lm_num_layers is not None:
+        logger.info("The ranking head reads the LM's layer %d (the later layers are not loaded).", lm_num_layers)
     if aligner is not None:
         aligner_config = aligner.config
     else:
