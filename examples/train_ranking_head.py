@@ -12,7 +12,8 @@ heads train. Validation NDCG@10 on the persisted candidates is measured every ep
 From a stage-1 checkpoint instead (the projectors read its latents; `--item_head_input joint` or `text` also feeds
 them to the item head): `--stage1_model_path outputs/stage1`. Ablations: `--no_user_representation`,
 `--no_history_embeddings`; LLM-SRec's terms: `--distillation_weight`, `--uniformity_weight`. `--lora_r 8` also
-adapts the LM with LoRA (measured as an option, never the default). Multi-GPU: `accelerate launch --config_file
+adapts the LM with LoRA (measured as an option, never the default). `--lm_num_layers N` reads the output token after
+the LM's first N decoder layers (the later ones are neither loaded nor run). Multi-GPU: `accelerate launch --config_file
 examples/accelerate_configs/ddp.yaml examples/train_ranking_head.py ...`. The output folder is a complete
 recommender (`ALLMRecForItemRanking.from_pretrained` + `ALLMRecProcessor.from_pretrained`). Rerunning the same
 command resumes an interrupted run from its last checkpoint.
