@@ -10,10 +10,12 @@ heads train. Validation NDCG@10 on the persisted candidates is measured every ep
         --lm_dtype auto --output_dir outputs/ranking_head
 
 From a stage-1 checkpoint instead (the projectors read its latents; `--item_head_input joint` or `text` also feeds
-them to the item head): `--stage1_model_path outputs/stage1`. Ablations: `--no_user_representation`,
-`--no_history_embeddings`; LLM-SRec's terms: `--distillation_weight`, `--uniformity_weight`. `--lora_r 8` also
-adapts the LM with LoRA (measured as an option, never the default). `--lm_num_layers N` reads the output token after
-the LM's first N decoder layers (the later ones are neither loaded nor run). Multi-GPU: `accelerate launch --config_file
+them to the item head): `--stage1_model_path outputs/stage1`. The prompt: `--no_history_titles` shows item
+embeddings alone, `--ranking_item_text "{title}, {genres}"` shows more of the catalog than titles. Ablations:
+`--no_user_representation`, `--no_history_embeddings`; LLM-SRec's terms: `--distillation_weight`,
+`--uniformity_weight`. `--lora_r 8` also adapts the LM with LoRA (measured as an option, never the default).
+`--lm_num_layers N` reads the output token after the LM's first N decoder layers (the later ones are neither loaded
+nor run). Multi-GPU: `accelerate launch --config_file
 examples/accelerate_configs/ddp.yaml examples/train_ranking_head.py ...`. The output folder is a complete
 recommender (`ALLMRecForItemRanking.from_pretrained` + `ALLMRecProcessor.from_pretrained`). Rerunning the same
 command resumes an interrupted run from its last checkpoint.
@@ -26,11 +28,11 @@ import os
 
 from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
 
-from allmrec_hf import PromptTemplate
 from allmrec_hf.data import PreparedDataset
 from allmrec_hf.evaluation.fusion import choose_cf_score_weight, fused_scores
 from allmrec_hf.evaluation.metrics import ranking_metrics, target_ranks
 from allmrec_hf.model_card import write_model_card
+from allmrec_hf.processing_allmrec import check_item_text_fields
 from allmrec_hf.training.arguments import DataArguments, RankingModelArguments, RankingTrainingArguments
 from allmrec_hf.training.builders import build_stage2_model, load_aligner, load_cf_model
 from allmrec_hf.training.collators import RankingCollator, SetEpochCallback
@@ -113,10 +115,8 @@ def main(argv: list[str] | None = None) -> dict:
         return done
 
     data = PreparedDataset.load(data_args.dataset_dir)
-    words = {"past_verb": model_args.past_verb, "ranking_history_length": model_args.ranking_history_length}
-    template = (
-        PromptTemplate.without_embeddings(**words) if model_args.no_history_embeddings else PromptTemplate(**words)
-    )
+    check_item_text_fields(model_args.ranking_item_text, data.catalog, "--ranking_item_text")  # before the LM loads
+    template = model_args.prompt_template()
     lm_kwargs = {"dtype": lm_dtype} if lm_dtype else {}
     if model_args.attn_implementation:
         lm_kwargs["attn_implementation"] = model_args.attn_implementation

@@ -678,3 +678,42 @@ def test_ranking_history_longer_than_the_cf_history_is_refused(tokenizer, catalo
 def test_ranking_inputs_name_a_bad_item(processor):
     with pytest.raises(KeyError, match=f"history item \\(row 0\\) {NUM_ITEMS + 5} is not in the catalog"):
         processor.ranking_inputs([[1, NUM_ITEMS + 5]])
+
+
+def test_ranking_item_text_shows_catalog_fields_and_saves_with_the_processor(tokenizer, catalog, tmp_path):
+    template = PromptTemplate(ranking_item_text="{title}, {description}")
+    processor = ALLMRecProcessor(tokenizer, tokenizer, catalog, prompt_template=template)
+    assert processor.ranking_item_text(2) == f"{title(2)}, {catalog.field(2, 'description')}"
+    assert processor.ranking_item_text(4) == title(4)  # item 4 has no description: the separator goes with it
+    plain = ALLMRecProcessor(tokenizer, tokenizer, catalog).ranking_inputs([[1, 2]])
+    shown = processor.ranking_inputs([[1, 2]])
+    assert shown["input_ids"].shape[1] > plain["input_ids"].shape[1]
+    assert shown["item_ids"].tolist() == plain["item_ids"].tolist()  # the same placeholders and output tokens
+    processor.save_pretrained(tmp_path)
+    assert ALLMRecProcessor.from_pretrained(tmp_path).prompt_template.ranking_item_text == "{title}, {description}"
+
+
+def test_ranking_item_text_naming_a_missing_field_is_refused(tokenizer, catalog):
+    processor = ALLMRecProcessor(
+        tokenizer, tokenizer, catalog, prompt_template=PromptTemplate(ranking_item_text="{title} {genre}")
+    )
+    with pytest.raises(ValueError, match=r"names the field \{genre\}.*it has: description, item_id, title"):
+        processor.ranking_inputs([[1, 2]])
+    with pytest.raises(ValueError, match="ranking_item_text must contain"):
+        PromptTemplate(ranking_item_text="{description}")
+
+
+def test_ranking_inputs_without_titles_show_item_embeddings_alone(tokenizer, catalog, processor):
+    from allmrec_hf.processing_allmrec import OUTPUT_TOKEN
+
+    bare = ALLMRecProcessor(tokenizer, tokenizer, catalog, prompt_template=PromptTemplate.without_titles())
+    batch = bare.ranking_inputs([[1, 2, 3]], targets=[4])
+    text = decoded_prompt(bare, batch)
+    assert text.count(HISTORY_TOKEN) == 3 and text.count(OUTPUT_TOKEN) == 3
+    assert not any(title(i) in text for i in (1, 2, 3))
+    full = processor.ranking_inputs([[1, 2, 3]], targets=[4])
+    for key in ("item_ids", "labels", "cf_input_ids"):  # the same items, labels and CF histories as with titles
+        assert batch[key].tolist() == full[key].tolist(), key
+    assert batch["input_ids"].shape[1] < full["input_ids"].shape[1]
+    with pytest.raises(ValueError, match="at least one of '\\{title\\}' and '\\{item\\}'"):
+        PromptTemplate(ranking_item=" {output}")

@@ -132,9 +132,14 @@ def test_ranking_head_with_sampled_negatives(cf_run, tiny_dataset, lm_dir, tmp_p
         tiny_dataset, lm_dir("llama"), tmp_path / "run", ["--cf_model_path", cf_run.output_dir],
         "--num_negatives", "5", "--num_train_epochs", "2", "--distillation_weight", "0.5",
         "--uniformity_weight", "0.1", "--cf_skip", "true", "--lm_num_layers", "1",
+        "--ranking_item_text", "{title}, {description}",
     )  # fmt: skip
     run = run_example("train_ranking_head", command)
     loaded = ALLMRecForItemRanking.from_pretrained(run.output_dir)
+    processor = ALLMRecProcessor.from_pretrained(run.output_dir)  # the prompt shows the descriptions too
+    assert processor.prompt_template.ranking_item_text == "{title}, {description}"
+    item = next(i for i in range(1, NUM_ITEMS + 1) if processor.catalog.field(i, "description"))
+    assert processor.catalog.field(item, "description") in processor.ranking_item_text(item)
     assert loaded.config.cf_skip and loaded.config.lm_num_layers == 1
     assert loaded.language_model.config.num_hidden_layers == 1  # the tiny LM has 2: the cut travels
     card = (Path(run.output_dir) / "README.md").read_text()
@@ -210,6 +215,8 @@ def test_ranking_head_adds_the_cf_score_at_a_validation_chosen_weight(weight, cf
         (["--cf_score_weight", "high"], "--cf_score_weight must be 'auto' or a finite number >= 0, got 'high'"),
         (["--lm_num_layers", "0"], "--lm_num_layers must be a positive number of decoder layers, got 0"),
         (["--lm_num_layers", "3"], "lm_num_layers is 3 but .* has only 2 decoder layers"),
+        (["--no_history_titles", "true", "--no_history_embeddings", "true"], "would show nothing of the history"),
+        (["--ranking_item_text", "{title}, {genres}"], r"--ranking_item_text .* names the field \{genres\}"),
     ],
 )
 def test_ranking_script_refuses_bad_arguments(extra, message, cf_run, tiny_dataset, lm_dir, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import string
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -39,7 +40,10 @@ class PromptTemplate:
 
     The ranking head's prompt (`ALLMRecProcessor.ranking_inputs`) is `ranking_prompt` with `{history}` the last
     `ranking_history_length` items, each as `ranking_item`: `{title}`, `{item}` and `{output}` (the output token
-    whose hidden state scores the next item; it must be there).
+    whose hidden state scores the next item; it must be there, with `{title}`, `{item}` or both:
+    `without_titles()` shows item embeddings alone). There `{title}` is the item's
+    `ranking_item_text`, rendered from the catalog's fields (`"{title}"` by default; `"{title}, {genres}"` also
+    shows MovieLens genres; a field an item lacks renders empty, with its separator).
 
     Example:
 
@@ -70,6 +74,7 @@ class PromptTemplate:
     history_length: int = 10
     ranking_prompt: str = "This user has {past_verb}{history}"
     ranking_item: str = ' "{title}"{item}{output}'
+    ranking_item_text: str = "{title}"
     ranking_history_length: int = 20
 
     def __post_init__(self):
@@ -88,9 +93,14 @@ class PromptTemplate:
             )
         if "{history}" not in self.ranking_prompt:
             raise ValueError(f"PromptTemplate.ranking_prompt must contain '{{history}}', got {self.ranking_prompt!r}.")
-        if "{output}" not in self.ranking_item or "{title}" not in self.ranking_item:
+        if "{output}" not in self.ranking_item or not ("{title}" in self.ranking_item or "{item}" in self.ranking_item):
             raise ValueError(
-                f"PromptTemplate.ranking_item must contain '{{title}}' and '{{output}}', got {self.ranking_item!r}."
+                "PromptTemplate.ranking_item must contain '{output}' and at least one of '{title}' and '{item}', "
+                f"got {self.ranking_item!r}."
+            )
+        if not isinstance(self.ranking_item_text, str) or "{title}" not in self.ranking_item_text:
+            raise ValueError(
+                f"PromptTemplate.ranking_item_text must contain '{{title}}', got {self.ranking_item_text!r}."
             )
         if not isinstance(self.ranking_history_length, int) or self.ranking_history_length < 1:
             raise ValueError(
@@ -121,6 +131,16 @@ class PromptTemplate:
         }
         values.update(overrides)
         return cls(**values)
+
+    @classmethod
+    def without_titles(cls, **overrides: Any) -> PromptTemplate:
+        """The ranking prompt with item embeddings and no titles: each history item is its `[HistoryEmb]` and an
+        output token, so the LM reads the CF side alone (a prompt about a quarter as long on MovieLens).
+
+        >>> PromptTemplate.without_titles().ranking_item
+        ' {item}{output}'
+        """
+        return cls(**{"ranking_item": " {item}{output}", **overrides})
 
     @property
     def uses_embeddings(self) -> bool:
@@ -258,6 +278,22 @@ class ALLMRecProcessor(ProcessorMixin):
                 raise ValueError(f"item {index}'s title {title!r} contains the placeholder token {token}.")
         return title
 
+    def ranking_item_text(self, index: int) -> str:
+        """How the ranking prompt names item `index`: the template's `ranking_item_text` over the catalog's fields."""
+        template = self.prompt_template.ranking_item_text
+        if template == "{title}":
+            return self._title(index)
+        self.check_ranking_item_text()
+        text = self.catalog.text(index, template)
+        for token in PLACEHOLDER_TOKENS:
+            if token in text:
+                raise ValueError(f"item {index}'s text {text!r} contains the placeholder token {token}.")
+        return text
+
+    def check_ranking_item_text(self) -> None:
+        """Refuse a `ranking_item_text` that names a field the catalog does not have (naming it and those it has)."""
+        check_item_text_fields(self.prompt_template.ranking_item_text, self._require_catalog())
+
     def history_text(self, history: Sequence[int]) -> tuple[str, list[int]]:
         """The prompt's history part for one user (the last `history_length` titles, each followed by its item
         placeholder when the template has one) and the item ids of those placeholders."""
@@ -358,8 +394,12 @@ class ALLMRecProcessor(ProcessorMixin):
         sequences, item_rows, label_rows = [], [], []
         for row, history in enumerate(histories):
             shown = list(history)[-template.ranking_history_length :]
+            shows_text = "{title}" in template.ranking_item
             items = "".join(
-                template.ranking_item.format(title=self._title(i), item=placeholder, output=OUTPUT_TOKEN) for i in shown
+                template.ranking_item.format(
+                    title=self.ranking_item_text(i) if shows_text else "", item=placeholder, output=OUTPUT_TOKEN
+                )
+                for i in shown
             )
             text = template.ranking_prompt.format(
                 history=items or OUTPUT_TOKEN, noun=template.noun, verb=template.verb, past_verb=template.past_verb
@@ -594,6 +634,17 @@ def _check_catalog_against_model(catalog: ItemCatalog, catalog_file: str, folder
             f"{catalog_file} holds {catalog.num_items:,} items but the model beside it ({config_file}) has "
             f"{num_items:,} in its CF encoder: the catalog must be the one the model was trained with."
         )
+
+
+def check_item_text_fields(template: str, catalog: ItemCatalog, what: str = "PromptTemplate.ranking_item_text") -> None:
+    """Refuse an item-text template that names a field `catalog` does not have, naming it and those it has."""
+    known = {"title", "item_id", *catalog.field_names}
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is not None and name not in known:
+            raise ValueError(
+                f"{what} {template!r} names the field {{{name}}}, which the item catalog does not have (it has: "
+                f"{', '.join(sorted(known))})."
+            )
 
 
 def _as_lists(value):

@@ -10,6 +10,7 @@ import torch
 from transformers import TrainingArguments
 
 from ..configuration_allmrec import LATENT_ACTIVATIONS
+from ..processing_allmrec import PromptTemplate
 
 
 def bf16_available() -> bool:
@@ -203,10 +204,21 @@ class RankingModelArguments:
     no_user_representation: bool = field(
         default=False, metadata={"help": "Ablation: the output token carries no projected CF user state."}
     )
+    no_history_titles: bool = field(
+        default=False,
+        metadata={"help": "The prompt shows item embeddings without titles (the LM reads the CF side alone)."},
+    )
     no_history_embeddings: bool = field(
         default=False, metadata={"help": "Ablation: the prompt shows titles without item embeddings."}
     )
     past_verb: str = field(default="watched", metadata={"help": "The prompt's verb (watched, played, bought...)."})
+    ranking_item_text: str = field(
+        default="{title}",
+        metadata={
+            "help": "How the prompt names each history item, from the catalog's fields: '{title}' (default), or e.g. "
+            "'{title}, {genres}' to show MovieLens genres too."
+        },
+    )
     lm_dtype: str | None = field(
         default=None,
         metadata={
@@ -226,6 +238,23 @@ class RankingModelArguments:
         self.fixed_cf_score_weight()  # a bad value is refused before anything loads
         if self.lm_num_layers is not None and self.lm_num_layers < 1:
             raise ValueError(f"--lm_num_layers must be a positive number of decoder layers, got {self.lm_num_layers}.")
+        if self.no_history_titles and self.no_history_embeddings:
+            raise ValueError(
+                "--no_history_titles with --no_history_embeddings would show nothing of the history items: drop one."
+            )
+
+    def prompt_template(self) -> PromptTemplate:
+        """The ranking prompt these arguments ask for (titles and item embeddings, or one of them)."""
+        words = {
+            "past_verb": self.past_verb,
+            "ranking_history_length": self.ranking_history_length,
+            "ranking_item_text": self.ranking_item_text,
+        }
+        if self.no_history_embeddings:
+            return PromptTemplate.without_embeddings(**words)
+        if self.no_history_titles:
+            return PromptTemplate.without_titles(**words)
+        return PromptTemplate(**words)
 
     def fixed_cf_score_weight(self) -> float | None:
         """`--cf_score_weight` as a number, or None for 'auto' (chosen on validation after training)."""
