@@ -34,12 +34,14 @@ from transformers import HfArgumentParser
 EXAMPLES = Path(__file__).resolve().parent
 logger = logging.getLogger("quickstart")
 
-# The ranking head at the CPU size: a shorter prompt (10 history items instead of 20), one cut point per user, one
-# epoch with the learning rate decaying to 0, no validation pass (the last step is kept).
+# The ranking head at the CPU size: train_ranking_head.py's prompt (50 history items, no titles) read after
+# SmolLM2's 10th of 30 layers, as measured in the README, but one epoch with the learning rate decaying to 0 and no
+# validation pass (the last step is kept).
 CPU_RANKING_HEAD = {
-    "ranking_history_length": 10,
-    "ranking_cut_points": 1,
+    "ranking_history_length": 50,
+    "ranking_cut_points": 2,
     "ranking_epochs": 1,
+    "ranking_lm_num_layers": 10,  # of SmolLM2-135M's 30; None: every layer (another --llm may have fewer)
     "ranking_validation": False,
     "ranking_train_users": None,  # every user
     "ranking_eval_users": None,  # every test user
@@ -75,6 +77,7 @@ SIZES = {
         "ranking_history_length": 5,
         "ranking_cut_points": 1,
         "ranking_epochs": 1,
+        "ranking_lm_num_layers": None,
         "ranking_validation": True,
         "ranking_train_users": 8,
         "ranking_eval_users": 4,
@@ -90,10 +93,11 @@ SIZES = {
         "full_catalog": True,
         "scenarios": None,
         "mlp_llm": True,
-        # train_ranking_head.py's defaults (the configuration measured on ML-100k in the README)
-        "ranking_history_length": 20,
+        # train_ranking_head.py's defaults with --lm_num_layers 10 (the configuration measured in the README)
+        "ranking_history_length": 50,
         "ranking_cut_points": 2,
         "ranking_epochs": 2,
+        "ranking_lm_num_layers": 10,
         "ranking_validation": True,
         "ranking_train_users": None,
         "ranking_eval_users": None,
@@ -177,6 +181,8 @@ def stage_commands(args: QuickstartArguments) -> dict[str, list[str]]:
     head = ["--dataset_dir", data, "--cf_model_path", str(out / "cf"), "--output_dir", str(out / "ranking-head"), *lm]
     head += ["--ranking_history_length", str(size["ranking_history_length"])]
     head += ["--cut_points", str(size["ranking_cut_points"]), "--num_train_epochs", str(size["ranking_epochs"])]
+    if size["ranking_lm_num_layers"]:
+        head += ["--lm_num_layers", str(size["ranking_lm_num_layers"])]
     if not size["ranking_validation"]:  # the last step is kept; checkpoints for resuming
         head += ["--eval_strategy", "no", "--load_best_model_at_end", "false", "--save_strategy", "steps"]
         head += ["--save_steps", "40"]

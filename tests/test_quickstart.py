@@ -61,11 +61,14 @@ def test_cpu_size_puts_the_head_on_every_test_user():
     assert "--max_users" not in commands["evaluate_ranking_head"]
     assert "--max_users" in commands["evaluate"]
     head = commands["train_ranking_head"]
-    assert head[head.index("--ranking_history_length") + 1] == "10" and "--max_train_samples" not in head
+    assert head[head.index("--ranking_history_length") + 1] == "50" and "--max_train_samples" not in head
+    assert head[head.index("--lm_num_layers") + 1] == "10" and "--history_titles" not in head  # the README's prompt
     assert ("train_stage2_mlp_llm" in commands) == quickstart.MLP_LLM_AT_CPU_SIZE
     paper = quickstart.stage_commands(quickstart.QuickstartArguments(size="paper"))
     head = paper["train_ranking_head"]
     assert head[head.index("--cut_points") + 1] == "2" and "--eval_strategy" not in head  # the script's defaults
+    smoke = quickstart.stage_commands(quickstart.QuickstartArguments(size="smoke"))["train_ranking_head"]
+    assert "--lm_num_layers" not in smoke  # the tiny test LMs have fewer than 10 layers
 
 
 def test_running_it_again_skips_what_is_done(quickstart, capsys):

@@ -132,7 +132,7 @@ def test_ranking_head_with_sampled_negatives(cf_run, tiny_dataset, lm_dir, tmp_p
         tiny_dataset, lm_dir("llama"), tmp_path / "run", ["--cf_model_path", cf_run.output_dir],
         "--num_negatives", "5", "--num_train_epochs", "2", "--distillation_weight", "0.5",
         "--uniformity_weight", "0.1", "--cf_skip", "true", "--lm_num_layers", "1",
-        "--ranking_item_text", "{title}, {description}",
+        "--history_titles", "true", "--ranking_item_text", "{title}, {description}",
     )  # fmt: skip
     run = run_example("train_ranking_head", command)
     loaded = ALLMRecForItemRanking.from_pretrained(run.output_dir)
@@ -146,6 +146,8 @@ def test_ranking_head_with_sampled_negatives(cf_run, tiny_dataset, lm_dir, tmp_p
     assert (
         "after the LM's first 1 decoder layers" in card
         and "| LM decoder layers run (the first N; unset: all) | 1 |" in card
+        and "| Each history item in the prompt | `{title}, {description}`, its item embedding and an output token |"
+        in card
     )
     entries = [entry for entry in run.log_history if "loss" in entry]
     assert len(entries) == 8
@@ -215,8 +217,9 @@ def test_ranking_head_adds_the_cf_score_at_a_validation_chosen_weight(weight, cf
         (["--cf_score_weight", "high"], "--cf_score_weight must be 'auto' or a finite number >= 0, got 'high'"),
         (["--lm_num_layers", "0"], "--lm_num_layers must be a positive number of decoder layers, got 0"),
         (["--lm_num_layers", "3"], "lm_num_layers is 3 but .* has only 2 decoder layers"),
-        (["--no_history_titles", "true", "--no_history_embeddings", "true"], "would show nothing of the history"),
-        (["--ranking_item_text", "{title}, {genres}"], r"--ranking_item_text .* names the field \{genres\}"),
+        (["--no_history_embeddings", "true"], "without --history_titles would show nothing of the history"),
+        (["--ranking_item_text", "{title}, {year}"], "names none without --history_titles"),
+        (["--history_titles", "true", "--ranking_item_text", "{title}, {genres}"], r"names the field \{genres\}"),
     ],
 )
 def test_ranking_script_refuses_bad_arguments(extra, message, cf_run, tiny_dataset, lm_dir, tmp_path):
@@ -242,6 +245,7 @@ def test_ranking_head_card_describes_the_head_and_its_code_runs(ranking_run):
     assert "ranking-head" in card.data.tags and "next-item-recommendation" in card.data.tags
     assert "examples/train_ranking_head.py" in text and "| Ranking heads | user:" in text
     assert "| History items in the prompt (each an output token) | 5 |" in text
+    assert "| Each history item in the prompt | its item embedding and an output token |" in text  # no titles
     assert f"| Test | {results['test_hit@1']:.4f} |" in text  # the run's own validation and test figures
     entries = {(e.dataset_split, e.metric_type, e.metric_args.get("k")): e.metric_value for e in card.data.eval_results}
     assert entries[("test", "hit_rate", 1)] == pytest.approx(results["test_hit@1"], abs=1e-4)

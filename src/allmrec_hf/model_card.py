@@ -144,6 +144,7 @@ _SETTINGS = {
     "ranking": [  # the ranking head's script (examples/train_ranking_head.py)
         ("llm", "Language model"),
         ("ranking_history_length", "History items in the prompt (each an output token)"),
+        ("history_shown", "Each history item in the prompt"),
         ("max_history_length", "History items for the CF encoder"),
         ("cut_points", "Training cut points per user"),
         ("num_negatives", "Sampled negatives per output token (0: whole catalog)"),
@@ -774,6 +775,11 @@ def _arguments_dict(arguments) -> dict[str, Any]:
             merged[key] = _model_display(merged[key])
     if merged.get("item_text_template"):
         merged["item_text_template"] = f"`{merged['item_text_template']}`"
+    if "history_titles" in merged:  # the ranking head's script
+        shown = ["its item embedding"] if not merged.get("no_history_embeddings") else []
+        if merged["history_titles"]:
+            shown.insert(0, f"`{merged.get('ranking_item_text', '{title}')}`")
+        merged["history_shown"] = ", ".join(shown) + " and an output token"
     if merged.get("max_steps") is not None and merged["max_steps"] <= 0:
         merged.pop("max_steps")
     return merged
