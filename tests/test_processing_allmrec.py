@@ -625,9 +625,10 @@ def test_tensor_inputs_equal_list_inputs(processor):
 
 
 # ---------------------------------------------------------------------------------------------- ranking prompt
-def test_ranking_inputs_show_each_item_with_its_embedding_and_output_token(processor):
+def test_ranking_inputs_show_each_item_with_its_embedding_and_output_token(tokenizer, catalog):
     from allmrec_hf.processing_allmrec import OUTPUT_TOKEN
 
+    processor = ALLMRecProcessor(tokenizer, tokenizer, catalog, prompt_template=PromptTemplate.with_titles())
     batch = processor.ranking_inputs([[1, 2, 3], []], targets=[4, 5])
     text = decoded_prompt(processor, batch, 0)
     assert text.count(OUTPUT_TOKEN) == 3 and text.count(HISTORY_TOKEN) == 3
@@ -681,11 +682,12 @@ def test_ranking_inputs_name_a_bad_item(processor):
 
 
 def test_ranking_item_text_shows_catalog_fields_and_saves_with_the_processor(tokenizer, catalog, tmp_path):
-    template = PromptTemplate(ranking_item_text="{title}, {description}")
+    template = PromptTemplate.with_titles(ranking_item_text="{title}, {description}")
     processor = ALLMRecProcessor(tokenizer, tokenizer, catalog, prompt_template=template)
     assert processor.ranking_item_text(2) == f"{title(2)}, {catalog.field(2, 'description')}"
     assert processor.ranking_item_text(4) == title(4)  # item 4 has no description: the separator goes with it
-    plain = ALLMRecProcessor(tokenizer, tokenizer, catalog).ranking_inputs([[1, 2]])
+    titled = PromptTemplate.with_titles()
+    plain = ALLMRecProcessor(tokenizer, tokenizer, catalog, prompt_template=titled).ranking_inputs([[1, 2]])
     shown = processor.ranking_inputs([[1, 2]])
     assert shown["input_ids"].shape[1] > plain["input_ids"].shape[1]
     assert shown["item_ids"].tolist() == plain["item_ids"].tolist()  # the same placeholders and output tokens
@@ -695,7 +697,7 @@ def test_ranking_item_text_shows_catalog_fields_and_saves_with_the_processor(tok
 
 def test_ranking_item_text_naming_a_missing_field_is_refused(tokenizer, catalog):
     processor = ALLMRecProcessor(
-        tokenizer, tokenizer, catalog, prompt_template=PromptTemplate(ranking_item_text="{title} {genre}")
+        tokenizer, tokenizer, catalog, prompt_template=PromptTemplate.with_titles(ranking_item_text="{title} {genre}")
     )
     with pytest.raises(ValueError, match=r"names the field \{genre\}.*it has: description, item_id, title"):
         processor.ranking_inputs([[1, 2]])
@@ -703,10 +705,12 @@ def test_ranking_item_text_naming_a_missing_field_is_refused(tokenizer, catalog)
         PromptTemplate(ranking_item_text="{description}")
 
 
-def test_ranking_inputs_without_titles_show_item_embeddings_alone(tokenizer, catalog, processor):
+def test_ranking_inputs_without_titles_show_item_embeddings_alone(tokenizer, catalog):
     from allmrec_hf.processing_allmrec import OUTPUT_TOKEN
 
+    assert PromptTemplate().ranking_item == PromptTemplate.without_titles().ranking_item  # the default
     bare = ALLMRecProcessor(tokenizer, tokenizer, catalog, prompt_template=PromptTemplate.without_titles())
+    processor = ALLMRecProcessor(tokenizer, tokenizer, catalog, prompt_template=PromptTemplate.with_titles())
     batch = bare.ranking_inputs([[1, 2, 3]], targets=[4])
     text = decoded_prompt(bare, batch)
     assert text.count(HISTORY_TOKEN) == 3 and text.count(OUTPUT_TOKEN) == 3

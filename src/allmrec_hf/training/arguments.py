@@ -262,7 +262,7 @@ class RankingModelArguments:
         if self.no_history_embeddings:
             return PromptTemplate.without_embeddings(**words)
         if self.history_titles:
-            return PromptTemplate(**words)
+            return PromptTemplate.with_titles(**words)
         return PromptTemplate.without_titles(**words)
 
     def fixed_cf_score_weight(self) -> float | None:
