@@ -246,6 +246,7 @@ def test_ranking_head_card_describes_the_head_and_its_code_runs(ranking_run):
     assert "examples/train_ranking_head.py" in text and "| Ranking heads | user:" in text
     assert "| History items in the prompt (each an output token) | 5 |" in text
     assert "| Each history item in the prompt | its item embedding and an output token |" in text  # no titles
+    assert "each as its item embedding and an output token\n(the output token carries" in text
     assert f"| Test | {results['test_hit@1']:.4f} |" in text  # the run's own validation and test figures
     entries = {(e.dataset_split, e.metric_type, e.metric_args.get("k")): e.metric_value for e in card.data.eval_results}
     assert entries[("test", "hit_rate", 1)] == pytest.approx(results["test_hit@1"], abs=1e-4)

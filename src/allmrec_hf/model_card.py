@@ -664,6 +664,8 @@ def _card_context(kind, method, config, model, data, settings, training_results,
                 "user_representation": config.use_user_representation,
                 "cf_score_weight": float(f"{config.cf_score_weight:.4g}"),
                 "lm_num_layers": config.lm_num_layers,
+                # how the script showed each history item (a card written from Python without the script: unsaid)
+                "history_shown": settings.get("history_shown"),
             }
     context["example"] = _example(kind, data, config, training_results)
     return context
