@@ -5,15 +5,14 @@ user of a prepared dataset and its persisted 1 + 19 candidate sets, all methods 
     python benchmarks/ranking_head_quality.py --dataset_dir outputs/data/ml-100k --cf_model_path outputs/cf \\
         --output_dir outputs/ranking_head
 
-The frozen LM (SmolLM2-135M-Instruct in bf16 by default) reads each training user's last `--shown` items, each
-as its item embedding and an output token carrying SASRec's state after it (`PromptTemplate`'s default ranking
-prompt: no titles); every output token is trained to score the next item (cross-entropy over the whole
-catalog). This first version trains with a plain loop over `--epochs` passes (the Trainer subclass and `examples/` script are the next step), stopping after
-`--patience` epochs without a validation NDCG@10 gain; it keeps the best epoch, saves it (`model/`) with every
-test user's candidate scores (`test_scores.npz`), and reports its test figures. A separate, labelled row adds
-SASRec's candidate log-probabilities to the head's with a weight chosen on validation NDCG@10 (never on test):
-it is a sum with SASRec's own score, not the pure head.
-"""
+The frozen LM (SmolLM2-135M-Instruct in bf16 by default) reads each training user's last `--shown` items, each as
+its item embedding and an output token carrying SASRec's state after it (`PromptTemplate`'s default ranking prompt:
+no titles); every output token is trained to score the next item (cross-entropy over the whole catalog). This first
+version trains with a plain loop over `--epochs` passes (the Trainer subclass and `examples/` script are the next
+step), stopping after `--patience` epochs without a validation NDCG@10 gain; it keeps the best epoch, saves it
+(`model/`) with every test user's candidate scores (`test_scores.npz`), and reports its test figures. A separate,
+labelled row adds SASRec's candidate log-probabilities to the head's with a weight chosen on validation NDCG@10
+(never on test): it is a sum with SASRec's own score, not the pure head. """
 
 from __future__ import annotations
 
