@@ -32,7 +32,6 @@ from allmrec_hf.data import PreparedDataset
 from allmrec_hf.evaluation.fusion import choose_cf_score_weight, fused_scores
 from allmrec_hf.evaluation.metrics import ranking_metrics, target_ranks
 from allmrec_hf.model_card import write_model_card
-from allmrec_hf.processing_allmrec import check_item_text_fields
 from allmrec_hf.training.arguments import DataArguments, RankingModelArguments, RankingTrainingArguments
 from allmrec_hf.training.builders import build_stage2_model, load_aligner, load_cf_model
 from allmrec_hf.training.collators import RankingCollator, SetEpochCallback
@@ -115,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         return done
 
     data = PreparedDataset.load(data_args.dataset_dir)
-    check_item_text_fields(model_args.ranking_item_text, data.catalog, "--ranking_item_text")  # before the LM loads
+    data.catalog.check_text_template(model_args.ranking_item_text, "--ranking_item_text")  # before the LM loads
     template = model_args.prompt_template()
     lm_kwargs = {"dtype": lm_dtype} if lm_dtype else {}
     if model_args.attn_implementation:

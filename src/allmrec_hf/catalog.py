@@ -170,6 +170,16 @@ class ItemCatalog:
         matches = difflib.get_close_matches(normalize_title(title), list(self._indices_by_title), n=n, cutoff=0.3)
         return [self._titles[self._indices_by_title[match][0] - 1] for match in matches]
 
+    def check_text_template(self, template: str, what: str = "item text template") -> None:
+        """Refuse a `text` template that names a field this catalog does not have, naming it and those it has."""
+        known = {"title", "item_id", *self.field_names}
+        for _, name, _, _ in string.Formatter().parse(template):
+            if name is not None and name not in known:
+                raise ValueError(
+                    f"{what} {template!r} names the field {{{name}}}, which the item catalog does not have (it has: "
+                    f"{', '.join(sorted(known))})."
+                )
+
     def text(self, index: int, template: str = "{title}, {description}") -> str:
         """Item text from `template` and the item's fields; missing fields render empty and the separators
         left dangling by them are removed."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import string
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -283,27 +282,21 @@ class ALLMRecProcessor(ProcessorMixin):
 
     # ------------------------------------------------------------------------------------------ prompts
     def _title(self, index: int) -> str:
-        title = self.catalog.title(index)
-        for token in PLACEHOLDER_TOKENS:
-            if token in title:
-                raise ValueError(f"item {index}'s title {title!r} contains the placeholder token {token}.")
-        return title
+        return _without_placeholders(self.catalog.title(index), f"item {index}'s title")
 
     def ranking_item_text(self, index: int) -> str:
-        """How the ranking prompt names item `index`: the template's `ranking_item_text` over the catalog's fields."""
+        """How the ranking prompt names item `index`: the template's `ranking_item_text` over the catalog's fields
+        (checked against the catalog's fields by `ranking_inputs`, once per call)."""
         template = self.prompt_template.ranking_item_text
         if template == "{title}":
             return self._title(index)
-        self.check_ranking_item_text()
-        text = self.catalog.text(index, template)
-        for token in PLACEHOLDER_TOKENS:
-            if token in text:
-                raise ValueError(f"item {index}'s text {text!r} contains the placeholder token {token}.")
-        return text
+        return _without_placeholders(self.catalog.text(index, template), f"item {index}'s text")
 
     def check_ranking_item_text(self) -> None:
         """Refuse a `ranking_item_text` that names a field the catalog does not have (naming it and those it has)."""
-        check_item_text_fields(self.prompt_template.ranking_item_text, self._require_catalog())
+        self._require_catalog().check_text_template(
+            self.prompt_template.ranking_item_text, "PromptTemplate.ranking_item_text"
+        )
 
     def history_text(self, history: Sequence[int]) -> tuple[str, list[int]]:
         """The prompt's history part for one user (the last `history_length` titles, each followed by its item
@@ -402,10 +395,12 @@ class ALLMRecProcessor(ProcessorMixin):
         histories, targets = _as_lists(histories), _as_lists(targets)
         self._check_batch(histories, None, targets)
         placeholder = HISTORY_TOKEN if "{item}" in template.ranking_item else ""
+        shows_text = "{title}" in template.ranking_item
+        if shows_text:
+            self.check_ranking_item_text()
         sequences, item_rows, label_rows = [], [], []
         for row, history in enumerate(histories):
             shown = list(history)[-template.ranking_history_length :]
-            shows_text = "{title}" in template.ranking_item
             items = "".join(
                 template.ranking_item.format(
                     title=self.ranking_item_text(i) if shows_text else "", item=placeholder, output=OUTPUT_TOKEN
@@ -647,15 +642,12 @@ def _check_catalog_against_model(catalog: ItemCatalog, catalog_file: str, folder
         )
 
 
-def check_item_text_fields(template: str, catalog: ItemCatalog, what: str = "PromptTemplate.ranking_item_text") -> None:
-    """Refuse an item-text template that names a field `catalog` does not have, naming it and those it has."""
-    known = {"title", "item_id", *catalog.field_names}
-    for _, name, _, _ in string.Formatter().parse(template):
-        if name is not None and name not in known:
-            raise ValueError(
-                f"{what} {template!r} names the field {{{name}}}, which the item catalog does not have (it has: "
-                f"{', '.join(sorted(known))})."
-            )
+def _without_placeholders(text: str, what: str) -> str:
+    """`text`, refused when it holds one of the processor's placeholder tokens (it would be injected into)."""
+    for token in PLACEHOLDER_TOKENS:
+        if token in text:
+            raise ValueError(f"{what} {text!r} contains the placeholder token {token}.")
+    return text
 
 
 def _as_lists(value):
