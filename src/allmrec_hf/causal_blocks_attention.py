@@ -14,15 +14,12 @@ over the score matrix. This implementation:
   attention does (dV = P^T dO, dS = P * (dP - rowsum(dP * P)), dQ = dS K, dK = dS^T Q), adding dK and dV up over
   the blocks in float32;
 - runs as two custom operators (`torch.library.custom_op`, forward and backward), which `torch.compile` calls as
-  they are: inductor's own compiled attention ran ~2 times slower per layer than these blocks, and compiling the
-  blocks themselves took ~3 times longer.
+  they are: inductor's own compiled attention was slower per layer than these blocks, and compiling the blocks
+  themselves took longer.
 
-With SmolLM2-135M in bfloat16 on 2 CPU cores (stage-2 training, 4 prompts of ~450 tokens): one layer's attention,
-forward and backward, takes ~15 ms against eager's ~50 ms (compiled or not); interleaved training steps in one
-process were 1.25-1.5 times as fast as eager attention's (peak memory 2.8 against 4.3 GB), and with the decoder
-compiled 1.18-1.22 times as fast as compiled eager attention's, whose cold compilation (30 layers, with the first 6
-steps) took 391 s against 154 s; see `benchmarks/stage2_training_speed.py`. The results equal eager attention's up
-to rounding (in bfloat16 its gradients are as close to a float32 computation as eager's).
+The results equal eager attention's up to rounding (in bfloat16 its gradients are as close to a float32 computation
+as eager's). Its speed and memory against eager attention, compiled or not, are measured by
+`benchmarks/stage2_training_speed.py` and recorded in `benchmarks/README.md`.
 
 It needs a causal mask: no query may see a key after its own position (transformers' causal-LM masks, with or
 without padding, sliding windows or a cache, and `score_candidates`' token trees all qualify). It refuses what
@@ -141,7 +138,7 @@ def _blocked_attention(
     With `weights_store` (a flat buffer of at least batch * heads * q_len * kv_len elements) each block's attention
     weights are computed in it, one contiguous block after another, for the backward pass; without it, in one
     scratch buffer the blocks share. Either way the scores are scaled, masked and turned into weights in place (each
-    fresh score matrix costs its pages' first touch, ~1 ms a block here)."""
+    fresh score matrix would cost its pages' first touch)."""
     batch, heads, q_len, _ = query.shape
     kv_heads, kv_len, value_dim = key.shape[1], key.shape[2], value.shape[-1]
     output = query.new_empty(batch, q_len, kv_heads, heads // kv_heads, value_dim)
@@ -283,8 +280,8 @@ def _attention_backward_op_fake(grad_output, query, key, value, store, scaling):
 
 def _registered_ops():
     """`torch.ops.allmrec_hf.<this module>` and `<this module>_backward`: operators torch.compile calls as they are
-    (inductor compiled the unrolled blocks ~3 times slower, and its own fused attention ran ~2 times slower than
-    these blocks)."""
+    (inductor compiled the unrolled blocks more slowly, and its own fused attention ran slower than these blocks:
+    `benchmarks/README.md`)."""
     namespace = getattr(torch.ops, _OP_NAMESPACE)
     if not hasattr(namespace, _OP_NAME):  # a second import of the same module (importlib.reload) reuses them
         backward = torch.library.custom_op(

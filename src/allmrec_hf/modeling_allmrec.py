@@ -1260,10 +1260,9 @@ def make_output_embedding_input_contiguous(language_model: nn.Module) -> None:
     """Give the LM head a contiguous input. Causal LMs slice the positions that need logits (`logits_to_keep`:
     the last one at inference, the answer's in stage-2 training) before the head, and `torch.matmul` does not fold
     a non-contiguous 3D input into one matrix product when the weight does not require grad (a frozen LM): it
-    expands the weight per batch row and copies it, which on CPU costs ~0.3 s per call for a 49k-token vocabulary
-    at batch 4 (and ~0.07 s more in the backward pass), against ~4 ms for the product itself. Copying the kept
-    positions instead is exact and costs microseconds; it made a SmolLM2 stage-2 step on 2 CPU cores ~17% faster
-    with the same memory growth over 30 steps. The same hook lets `_lm_head_rows` restrict the head to chosen rows
+    expands the weight per batch row and copies it, which on CPU costs far more than the product itself for a large
+    vocabulary. Copying the kept positions instead is exact and cheap (the stage-2 step time it saved is in
+    `benchmarks/README.md`). The same hook lets `_lm_head_rows` restrict the head to chosen rows
     (scoring's tree nodes). Registered once per head."""
     get_head = getattr(language_model, "get_output_embeddings", None)
     head = get_head() if callable(get_head) else None

@@ -1,7 +1,7 @@
 """The frozen LM's weight dtype from a script's `--lm_dtype`, with `auto`: bfloat16 only where the hardware computes
 it natively. On a CPU without bf16 kernels (AVX2 only, e.g. many AMD EPYC and older Intel parts) oneDNN falls back
-to a slow path: one SmolLM2-135M forward and backward in bfloat16 took about 20 times as long as in float32 there
-(`benchmarks/README.md`), while CPUs with AVX-512 BF16 / AMX and recent GPUs run bfloat16 faster than float32."""
+to a slow path, far slower than float32 (`benchmarks/lm_dtype_speed.py`, figures in `benchmarks/README.md`), while
+CPUs with AVX-512 BF16 / AMX and recent GPUs run bfloat16 faster than float32."""
 
 from __future__ import annotations
 
