@@ -13,6 +13,6 @@ export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZ
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$OUT/nvidia-smi.txt"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__)"
 # The model, processor and ranking-head tests against this machine's torch (they run on its CPU cores).
-timeout 180 python3 -m pytest -q -x -p no:cacheprovider -m "not slow" tests/test_modeling_allmrec_ranking.py \
-    tests/test_processing_allmrec.py 2>&1 | tail -3 | tee "$OUT/tests.txt"
+timeout 180 python3 -m pytest -q -x -p no:cacheprovider -m "not slow" tests/unit/test_modeling_allmrec_ranking.py \
+    tests/unit/test_processing_allmrec.py 2>&1 | tail -3 | tee "$OUT/tests.txt"
 timeout 300 python3 benchmarks/gpu_check.py --output_json "$OUT/gpu_check.json" 2>&1 | tee "$OUT/gpu_check.txt"

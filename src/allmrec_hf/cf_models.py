@@ -17,7 +17,7 @@ scripts, run through their `main()` in the registering process) and the model ca
 Checkpoints that hold a custom backbone load with this package and your module imported; the
 `trust_remote_code` copy of the model code that checkpoints carry covers the shipped backbones only.
 
-Example (a mean-of-item-embeddings "backbone"; see `tests/test_cf_backbones.py` for it run through both stages):
+Example (a mean-of-item-embeddings "backbone"; see `tests/scripts/test_cf_backbones.py` for it run through both stages):
 
 ```python
 >>> import torch

@@ -295,18 +295,6 @@ def test_unknown_backbones_are_named_with_the_known_ones(tmp_path):
         example_module("quickstart").main(["--cf_model", "caser", "--output_dir", str(tmp_path)])
 
 
-def test_the_new_modules_docstring_examples_run():
-    from test_docstring_examples import OPTIONS, FencedDocTestParser
-
-    finder = doctest.DocTestFinder(parser=FencedDocTestParser(), exclude_empty=True)
-    runner = doctest.DocTestRunner(optionflags=OPTIONS)
-    for name in ("modeling_gru4rec", "modeling_nextitnet", "configuration_gru4rec", "configuration_nextitnet"):
-        module = importlib.import_module(f"allmrec_hf.{name}")
-        for test in finder.find(module, name):
-            runner.run(test)
-    assert runner.summarize(verbose=False).failed == 0
-
-
 # --------------------------------------------------------------------------------------------- a custom backbone
 class MeanCFConfig(PreTrainedConfig):
     model_type = "test_mean_cf"
@@ -367,7 +355,7 @@ def mean_cf_registered(restored_registries):
 
 
 def test_the_protocol_modules_example_runs(restored_registries):
-    from test_docstring_examples import OPTIONS, FencedDocTestParser
+    from doctest_helpers import OPTIONS, FencedDocTestParser
 
     module = importlib.import_module("allmrec_hf.cf_models")
     tests = doctest.DocTestFinder(parser=FencedDocTestParser(), exclude_empty=True).find(module, "cf_models")

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+from allmrec_hf.catalog import normalize_title
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.mark.slow
@@ -18,7 +20,13 @@ def test_readme_api_example_runs():
     namespace: dict = {}
     exec(compile(block, str(README), "exec"), namespace)
     assert tuple(namespace["scores"].shape) == (2, 3)
-    assert all(match.status in {"exact", "substring", "ambiguous", "none"} for match in namespace["matches"])
+    processor, matches = namespace["processor"], namespace["matches"]
+    texts = processor.batch_decode(namespace["out"], skip_special_tokens=True)
+    assert [match.text for match in matches] == texts
+    for match, row in zip(matches, namespace["batch"]["candidate_ids"].tolist(), strict=True):
+        named = [i for i in row if normalize_title(processor.catalog.title(i)) in normalize_title(match.text)]
+        assert (match.status == "none") == (not named) and set(match.matches) <= set(named)
+        assert (match.item_id in row) if match.status in {"exact", "substring"} else match.item_id is None
     recs = namespace["recs"][0]
     assert len(recs) == 2 and not {r["item"] for r in recs} & {1, 2}
     assert namespace["about"].shape[0] == 1

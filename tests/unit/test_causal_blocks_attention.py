@@ -345,6 +345,7 @@ def test_a_second_copy_of_the_module_registers_its_own_operator():
             copy.causal_blocks_attention_forward(CausalModule(), q, kv, kv, None)[0],
             causal_blocks_attention_forward(CausalModule(), q, kv, kv, None)[0],
         )
-        assert importlib.reload(causal_blocks_attention)._OP is not None
+        registered = causal_blocks_attention._OP
+        assert importlib.reload(causal_blocks_attention)._OP is registered
     finally:  # the copy and the reload registered their own forward functions under the name
         AttentionInterface.register(CAUSAL_BLOCKS, causal_blocks_attention.causal_blocks_attention_forward)

@@ -25,7 +25,7 @@ from allmrec_hf.data import (
     prepare_dataset,
 )
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "prepare_data.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "prepare_data.py"
 
 # Sequences in time order; item ids i01..i12 so that item index == the number.
 SEQUENCES = {

@@ -10,7 +10,7 @@ import pytest
 
 from allmrec_hf.evaluation import generation_metrics, hit_at_k, mrr, ndcg_at_k, ranking_metrics, target_ranks
 
-METRIC_DIR = Path(__file__).resolve().parents[1] / "metrics" / "allmrec_ranking"
+METRIC_DIR = Path(__file__).resolve().parents[2] / "metrics" / "allmrec_ranking"
 
 
 def test_target_ranks_count_ties_against_the_target():

@@ -192,7 +192,7 @@ class RankingCollator(_EpochAware):
     processor's ranking prompt (`processor.ranking_inputs`), whose every output token is labelled with the item
     that followed it (the last one with `target`). With `num_negatives`, also `negative_ids`
     `(batch, num_output_tokens, num_negatives)`: items outside the user's sequence, seeded per (seed, epoch, user,
-    cut), for a sampled softmax instead of the whole catalog. `tests/test_training_ranking.py` shows a batch.
+    cut), for a sampled softmax instead of the whole catalog. `tests/scripts/test_training_ranking.py` shows a batch.
     """
 
     def __init__(self, processor, num_items: int, num_negatives: int = 0, seed: int = 0):

@@ -2,12 +2,11 @@
 
 A stage-2 step on CPU allocates and frees a few GB of activations whose sizes change with every batch (each batch
 has its own prompt length). glibc's allocator keeps most freed blocks in its heap and, as the sizes shift, the heap
-fragments: the process' resident memory grows step after step (with SmolLM2-135M, batch 4, the quickstart's
-process reached ~14 GB in its second stage-2 run) although a step needs about 4 GB.
-`malloc_trim(0)` returns the free pages to the system; it takes ~0.2 s and the next step touches fresh pages
-(~1.5 s of page faults for that step), so `ReleaseFreedMemoryCallback` does it when training begins and then
-only when the process has grown by more than a set amount since its first step, on CPU only, where the C library
-has it (glibc; elsewhere it does nothing).
+fragments: the process' resident memory grows step after step, to several times what a step needs (the figures
+are in `docs/training.md`, "Memory on CPU"). `malloc_trim(0)` returns the free pages to the system; it takes a
+moment and the next step pays for touching fresh pages (page faults), so `ReleaseFreedMemoryCallback` does it when
+training begins and then only when the process has grown by more than a set amount since its first step, on CPU
+only, where the C library has it (glibc; elsewhere it does nothing).
 """
 
 from __future__ import annotations
@@ -43,8 +42,10 @@ def release_freed_memory() -> bool:
     Example:
 
     >>> from allmrec_hf.training.memory import release_freed_memory
-    >>> release_freed_memory() in (True, False)
+    >>> release_freed_memory()  # doctest: +SKIP
     True
+
+    (`tests/unit/test_training_memory.py` checks the resident size falls in a fresh process.)
     """
     trim = _malloc_trim()
     return bool(trim(0)) if trim is not None else False
@@ -63,7 +64,7 @@ class ReleaseFreedMemoryCallback(TrainerCallback):
     """On CPU, calls `release_freed_memory()` when training begins (what earlier work in the process left behind
     goes back to the system) and then after any optimizer step that ends more than `max_growth_gb` above the
     resident size after the first step (the model, the optimizer and one step's working set). Releasing costs the
-    next step its page faults (~1.5 s for a SmolLM2 stage-2 step on 2 cores), so it is done only once the heap has
+    next step its page faults, so it is done only once the heap has
     grown, not every step. A run on an accelerator keeps its activations there, and nothing is done.
     `Stage2Trainer` adds it."""
 
