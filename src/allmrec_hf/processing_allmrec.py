@@ -472,6 +472,7 @@ class ALLMRecProcessor(ProcessorMixin):
         targets: Sequence[int] | None = None,
         padding_side: str = "left",
         return_tensors: str | None = "pt",
+        return_candidate_tokens: bool = True,
         **kwargs,
     ) -> BatchFeature:
         """Build a batch.
@@ -482,6 +483,9 @@ class ALLMRecProcessor(ProcessorMixin):
             targets: Optional next item per user; adds the answer tokens and `labels` (-100 elsewhere).
                 With candidates, the target must be one of them.
             padding_side: `"left"` (default; needed by `generate` and `score_candidates`) or `"right"`.
+            return_candidate_tokens: With candidates, also tokenise every candidate's answer
+                (`candidate_input_ids`, `candidate_attention_mask`: what `score_candidates` reads). Training needs
+                only the prompt (`False` skips them).
         """
         if kwargs:
             raise TypeError(f"unexpected arguments: {sorted(kwargs)}.")
@@ -508,6 +512,7 @@ class ALLMRecProcessor(ProcessorMixin):
             data["labels"] = _pad(label_rows, -100, padding_side)
         if candidates is not None:
             data["candidate_ids"] = _pad([list(c) for c in candidates], 0, "right")
+        if candidates is not None and return_candidate_tokens:
             answers = {item: self.answer_ids(item) for row in candidates for item in row}
             width = max(len(a) for a in answers.values())
             slots = max(len(c) for c in candidates)

@@ -168,6 +168,18 @@ def test_stage2_batches_label_the_answer_only(data_processor, train_rows):
     assert alone["input_ids"][0].tolist() == batch["input_ids"][3][batch["attention_mask"][3].bool()].tolist()
 
 
+def test_stage2_batches_tokenise_only_the_target_answers(data_processor, train_rows, monkeypatch):
+    """Training reads the prompt and its answer: the candidates' answers (for scoring) are not tokenised."""
+    calls: list[int] = []
+    answer_ids = data_processor.answer_ids
+    monkeypatch.setattr(data_processor, "answer_ids", lambda item: calls.append(item) or answer_ids(item))
+    rows = train_rows[:5]
+    Stage2Collator(data_processor, NUM_ITEMS, num_candidates=4, seed=0)(rows)
+    assert calls == [row["target"] for row in rows]
+    scoring = data_processor(histories=[rows[0]["history"]], candidates=[[1, 2, 3]])
+    assert scoring["candidate_input_ids"].shape[:2] == (1, 3)  # scoring batches still carry them
+
+
 # ========================================================================================== stage-1 collator
 def item_tokens(processor, item: int) -> list[int]:
     encoded = processor.tokenize_item_texts([item])

@@ -182,6 +182,7 @@ class Stage2Collator(_EpochAware):
             histories=[list(row["history"]) for row in rows],
             candidates=candidates,
             targets=[int(row["target"]) for row in rows],
+            return_candidate_tokens=False,  # the loss reads the prompt and its answer only
         )
         keep = ("input_ids", "attention_mask", "cf_input_ids", "item_ids", "labels")
         return {key: batch[key] for key in keep}
