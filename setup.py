@@ -1,11 +1,15 @@
 """Packaging for allmrec-hf."""
 
 import os
+import re
 
 from setuptools import find_packages, setup
 
 HERE = os.path.abspath(os.path.dirname(__file__))
 README = os.path.join(HERE, "README.md")
+
+with open(os.path.join(HERE, "src", "allmrec_hf", "version.py"), encoding="utf-8") as fh:
+    VERSION = re.search(r'^__version__ = "([^"]+)"', fh.read(), re.M).group(1)
 
 long_description = ""
 if os.path.exists(README):
@@ -24,7 +28,7 @@ DOCS_REQUIRES = ["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10", "mkdocstrings>=1.
 
 setup(
     name="allmrec-hf",
-    version="0.1.0",
+    version=VERSION,
     description="A-LLMRec (LLM-based recommendation) on Hugging Face transformers",
     long_description=long_description,
     long_description_content_type="text/markdown",

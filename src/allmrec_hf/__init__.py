@@ -23,8 +23,7 @@ from .modeling_nextitnet import NextItNetModel
 from .modeling_sasrec import SASRecModel, SASRecOutput
 from .pipelines import NextItemRecommendationPipeline
 from .processing_allmrec import ALLMRecProcessor, CandidateMatch, PromptTemplate
-
-__version__ = "0.1.0"
+from .version import __version__
 
 AutoConfig.register("sasrec", SASRecConfig, exist_ok=True)
 AutoConfig.register("gru4rec", GRU4RecConfig, exist_ok=True)

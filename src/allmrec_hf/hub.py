@@ -33,6 +33,7 @@ from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, ModelCard
 
 from .catalog import CATALOG_FILE_NAME, ItemCatalog
 from .model_card import CARD_FILE, _is_hub_id, build_model_card
+from .version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -197,8 +198,6 @@ def push_to_hub(
             )
 
     upload = prepare_upload(checkpoint_dir, repo_id)  # every check before the first request
-    from . import __version__
-
     api = HfApi(library_name="allmrec-hf", library_version=__version__)
     created = api.create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
     if created != repo_id:  # "name" became "user/name": the card's loading code says so

@@ -34,6 +34,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .evaluation.report import WHOLE_CATALOG_KINDS
+from .version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -960,8 +961,6 @@ def _tidy(text: str) -> str:
 
 
 def _package_version() -> str:
-    from . import __version__
-
     return __version__
 
 
