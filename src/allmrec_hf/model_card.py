@@ -598,7 +598,7 @@ def _card_context(kind, method, config, model, data, settings, training_results,
         "method_title": METHOD_TITLES.get(method, ""),
         "model_path": repr(str(model_path)),
         "paper_url": PAPER_URL,
-        "package_version": _package_version(),
+        "package_version": __version__,
         "dataset": data,
         "cf": {
             "name": CF_NAMES.get(cf_config.model_type, cf_config.model_type),
@@ -958,10 +958,6 @@ def _fmt_value(value) -> str:
 def _tidy(text: str) -> str:
     """At most one blank line in a row (the template's control lines leave some)."""
     return re.sub(r"\n[ \t]*\n(?:[ \t]*\n)+", "\n\n", text)
-
-
-def _package_version() -> str:
-    return __version__
 
 
 __all__ = [

@@ -64,9 +64,8 @@ class ReleaseFreedMemoryCallback(TrainerCallback):
     """On CPU, calls `release_freed_memory()` when training begins (what earlier work in the process left behind
     goes back to the system) and then after any optimizer step that ends more than `max_growth_gb` above the
     resident size after the first step (the model, the optimizer and one step's working set). Releasing costs the
-    next step its page faults, so it is done only once the heap has
-    grown, not every step. A run on an accelerator keeps its activations there, and nothing is done.
-    `Stage2Trainer` adds it."""
+    next step its page faults, so it is done only once the heap has grown, not every step. A run on an accelerator
+    keeps its activations there, and nothing is done. `Stage2Trainer` adds it."""
 
     def __init__(self, max_growth_gb: float = 2.0):
         if not max_growth_gb > 0:
